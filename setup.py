@@ -1,0 +1,32 @@
+"""zoedepth_ros: an ament_python ROS 2 package that is also a plain pip-installable project."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "zoedepth_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="ZoeDepth metric monocular depth for ROS 2, in plain torch",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    python_requires=">=3.10",
+    # torch is pinned by the installer (scripts/setup.sh): an unpinned torch here would pull CUDA wheels.
+    install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "Pillow"],
+    extras_require={
+        "test": ["pytest<8.4", "ruff", "transformers==4.57.6"],
+    },
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+    ],
+    entry_points={
+        "console_scripts": [
+            "zoedepth-ros-weights = zoedepth_ros.tools.weights:main",
+            "zoedepth-ros-eval = zoedepth_ros.tools.evaluate:main",
+        ],
+    },
+)

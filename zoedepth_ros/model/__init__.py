@@ -1,0 +1,23 @@
+"""ZoeDepth in plain torch (no timm, torchvision or ROS): build, load and run the official models."""
+
+from .config import PRESETS, ZOED_K, ZOED_N, ZOED_NK, ZoeDepthConfig, tiny_config
+from .layouts import LayoutError, detect_variant, official_state_dict
+from .loading import CheckpointError, load, read_checkpoint
+from .zoedepth import InferenceResult, ZoeDepth
+
+__all__ = [
+    "PRESETS",
+    "ZOED_K",
+    "ZOED_N",
+    "ZOED_NK",
+    "CheckpointError",
+    "InferenceResult",
+    "LayoutError",
+    "ZoeDepth",
+    "ZoeDepthConfig",
+    "detect_variant",
+    "load",
+    "official_state_dict",
+    "read_checkpoint",
+    "tiny_config",
+]

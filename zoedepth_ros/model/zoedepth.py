@@ -1,0 +1,191 @@
+"""ZoeDepth assembly: MiDaS DPT-BEiT relative core + metric bins head(s) + the NK router.
+
+References: ZoeDepth (arXiv 2302.12288); upstream ``zoedepth_v1.py`` / ``zoedepth_nk_v1.py`` and
+``depth_model.py`` (``infer``). Attribute names equal the official state_dict prefixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ZoeDepthConfig
+from .decoder import DPTDepth, DPTFeatures
+from .metric_bins import AttractorLayer, ConditionalLogBinomial, Projector, SeedBinRegressor, resize_to
+from .processing import net_input_size, pad_reflect, prepare_input, restore_size
+from .router import DOMAINS, PatchTransformerEncoder, batch_domain, canonical_domain, domain_classifier
+
+
+class MidasCore(nn.Module):
+    """Holds the DPT model under the name ``core`` (the official weights live at ``core.core.*``)."""
+
+    def __init__(self, dpt: DPTDepth) -> None:
+        super().__init__()
+        self.core = dpt
+
+    def forward(self, x: torch.Tensor) -> DPTFeatures:
+        return self.core(x)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """``ZoeDepth.predict`` output: depth at input size and the routing of each forward pass."""
+
+    depth: torch.Tensor  # B, 1, H, W metres
+    domains: tuple[str, ...]  # one per pass (2 with flip augmentation)
+    domain_logits: tuple[torch.Tensor, ...]  # (B, 2) per pass; empty for single-head models
+    forced: bool
+
+
+class ZoeDepth(nn.Module):
+    """ZoeD_N, ZoeD_K or ZoeD_NK, chosen by ``config``.
+
+    Args:
+        config: architecture; see ``config.PRESETS`` and ``tiny_config``.
+        device, dtype: where and how parameters are created (``"meta"`` builds without memory for loading).
+    """
+
+    def __init__(self, config: ZoeDepthConfig, device=None, dtype=None) -> None:
+        super().__init__()
+        self.config = config
+        kw = {"device": device, "dtype": dtype}
+        d, m = config.decoder, config.metric
+        normed = m.bin_centers == "normed"
+        self.core = MidasCore(DPTDepth(config.backbone, d, **kw))
+        self.conv2 = nn.Conv2d(d.features, d.features, 1, **kw)
+        self.seed_projector = Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw)
+        self.projectors = nn.ModuleList(
+            Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw) for _ in range(4))
+        clb_in = d.relative_dim + int(m.use_relative_depth)
+
+        def seed(h):
+            return SeedBinRegressor(d.features, m.seed_mlp_dim, m.n_bins, normed, h.min_depth, h.max_depth, **kw)
+
+        def attractors(h):
+            return nn.ModuleList(
+                AttractorLayer(m.bin_embedding_dim, m.attractor_mlp_dim, n, normed, h.min_depth, h.max_depth, **kw)
+                for n in m.n_attractors)
+
+        def clb(h):
+            return ConditionalLogBinomial(clb_in, m.bin_embedding_dim, m.clb_hidden_dim, m.n_bins,
+                                          m.min_temp, m.max_temp, **kw)
+
+        if config.router is None:
+            (head,) = m.heads
+            self.seed_bin_regressor = seed(head)
+            self.attractors = attractors(head)
+            self.conditional_log_binomial = clb(head)
+        else:
+            self.patch_transformer = PatchTransformerEncoder(d.features, config.router, **kw)
+            self.mlp_classifier = domain_classifier(config.router.embed_dim, **kw)
+            self.seed_bin_regressors = nn.ModuleDict({h.name: seed(h) for h in m.heads})
+            self.attractors = nn.ModuleDict({h.name: attractors(h) for h in m.heads})
+            self.conditional_log_binomial = nn.ModuleDict({h.name: clb(h) for h in m.heads})
+        self.eval()
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.config.head_names
+
+    def _head(self, name: str) -> tuple[SeedBinRegressor, nn.ModuleList, ConditionalLogBinomial]:
+        if self.config.router is None:
+            return self.seed_bin_regressor, self.attractors, self.conditional_log_binomial
+        return self.seed_bin_regressors[name], self.attractors[name], self.conditional_log_binomial[name]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected an RGB batch of shape (B, 3, H, W), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected float RGB in [0, 1], got dtype {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError("empty batch")
+
+    def _resolve_domain(self, domain: str | None) -> str | None:
+        if domain is None:
+            return None
+        name = canonical_domain(domain)
+        if name not in self.domains:
+            raise ValueError(f"this {self.config.variant.upper()} model has only the {self.domains} head(s); "
+                             f"cannot force {domain!r}")
+        return name
+
+    def forward(self, x: torch.Tensor, domain: str | None = None) -> dict:
+        """Metric depth at network resolution.
+
+        Args:
+            x: (B, 3, H, W) RGB float in [0, 1]; resized and normalised here as upstream does.
+            domain: force a head ("nyu"/"indoor" or "kitti"/"outdoor") instead of the router.
+        Returns:
+            dict with ``metric_depth`` (B, 1, h, w), ``domain`` (head name for the whole batch) and,
+            for NK, ``domain_logits`` (B, 2) (computed even when the head is forced).
+        """
+        self._check_input(x)
+        forced = self._resolve_domain(domain)
+        p = next(self.parameters())
+        size = net_input_size(x.shape[-2], x.shape[-1], self.config.net_size, self.config.keep_aspect)
+        feats = self.core(prepare_input(x.to(device=p.device, dtype=p.dtype), size))
+        bottleneck = self.conv2(feats.l4_rn)
+        out: dict = {}
+        if self.config.router is not None:
+            logits = self.mlp_classifier(self.patch_transformer(bottleneck))
+            out["domain_logits"] = logits
+            name = forced or DOMAINS[int(batch_domain(logits))]  # one host sync per batch
+        else:
+            name = self.domains[0]
+        seed_regressor, attractors, clb = self._head(name)
+        bins, centers = seed_regressor(bottleneck)
+        prev_emb = self.seed_projector(bottleneck)
+        for projector, attractor, level in zip(self.projectors, attractors, feats[3:], strict=True):
+            emb = projector(level)
+            bins, centers = attractor(emb, prev_emb, bins)
+            prev_emb = emb
+        last = feats.out_conv
+        if self.config.metric.use_relative_depth:
+            last = torch.cat([last, resize_to(feats.rel_depth, last.shape[-2:])], dim=1)
+        probs = clb(last, resize_to(emb, last.shape[-2:]))
+        centers = resize_to(centers, last.shape[-2:])
+        out["metric_depth"] = torch.sum(probs * centers, dim=1, keepdim=True)
+        out["domain"] = name
+        return out
+
+    def _infer_once(self, x: torch.Tensor, pad_input: bool, domain: str | None) -> tuple[torch.Tensor, dict]:
+        pads = (0, 0)
+        if pad_input:
+            x, pads = pad_reflect(x)
+        out = self(x, domain=domain)
+        depth = restore_size(out["metric_depth"].float(), tuple(x.shape[-2:]), pads)
+        return depth, out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True,
+                domain: str | None = None) -> InferenceResult:
+        """``infer`` plus the routing of each pass (flip passes route independently, as upstream)."""
+        self._check_input(x)
+        depth, out = self._infer_once(x, pad_input, domain)
+        outs = [out]
+        if flip_aug:
+            flipped, out_f = self._infer_once(torch.flip(x, dims=[3]), pad_input, domain)
+            depth = (depth + torch.flip(flipped, dims=[3])) / 2
+            outs.append(out_f)
+        logits = tuple(o["domain_logits"] for o in outs if "domain_logits" in o)
+        return InferenceResult(depth, tuple(o["domain"] for o in outs), logits, domain is not None)
+
+    def infer(self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True,
+              domain: str | None = None) -> torch.Tensor:
+        """Official ``infer()``: optional reflect padding and flip averaging; (B, 1, H, W) metres, float32."""
+        return self.predict(x, pad_input=pad_input, flip_aug=flip_aug, domain=domain).depth
+
+    def net_size_for(self, height: int, width: int) -> tuple[int, int]:
+        return net_input_size(height, width, self.config.net_size, self.config.keep_aspect)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every parameter (construction already does this unless built on "meta")."""
+        for module in self.modules():
+            if module is self:
+                continue
+            reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
+            if reset is not None:
+                reset()

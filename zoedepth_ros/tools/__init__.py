@@ -1,0 +1,1 @@
+"""Command-line tools, one file per command."""
