@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny random ZoeDepth models and checkpoints written in the exact official layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from model_fixtures import save_official, tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
+    """variant -> path of a random tiny checkpoint in the official layout (made once per session)."""
+    made: dict[str, Path] = {}
+
+    def make(variant: str) -> Path:
+        if variant not in made:
+            path = tmp_path_factory.mktemp("ckpt") / f"tiny_{variant}.pt"
+            made[variant] = save_official(tiny_model(variant), path)
+        return made[variant]
+
+    return make
+
+
+@pytest.fixture
+def rgb() -> torch.Tensor:
+    """A smooth, structured 2x3x48x64 RGB batch in [0, 1] (random noise would make every model output flat)."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
+    a = torch.stack([xs, ys, 0.5 + 0.5 * torch.sin(6 * xs * ys)])
+    b = torch.stack([1 - ys, 0.3 + 0.4 * xs, 0.5 + 0.5 * torch.cos(5 * xs + 2 * ys)])
+    return torch.stack([a, b]).clamp(0, 1)
