@@ -100,9 +100,9 @@ class FusionBlock(nn.Module):
 
     def __init__(self, features: int, device=None, dtype=None) -> None:
         super().__init__()
+        self.out_conv = nn.Conv2d(features, features, 1, device=device, dtype=dtype)
         self.resConfUnit1 = ResidualConvUnit(features, device=device, dtype=dtype)
         self.resConfUnit2 = ResidualConvUnit(features, device=device, dtype=dtype)
-        self.out_conv = nn.Conv2d(features, features, 1, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int] | None) -> torch.Tensor:
         if skip is not None:

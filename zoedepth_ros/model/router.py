@@ -32,10 +32,10 @@ class PatchTransformerEncoder(nn.Module):
     def __init__(self, in_dim: int, cfg: RouterConfig, device=None, dtype=None) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.embedding_convPxP = nn.Conv2d(in_dim, cfg.embed_dim, 1, **kw)
         layer = nn.TransformerEncoderLayer(cfg.embed_dim, cfg.num_heads, dim_feedforward=cfg.ffn_dim,
                                            dropout=0.0, batch_first=True, **kw)
         self.transformer_encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.embedding_convPxP = nn.Conv2d(in_dim, cfg.embed_dim, 1, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) bottleneck -> (B, E) class-token embedding."""

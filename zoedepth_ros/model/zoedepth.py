@@ -55,9 +55,6 @@ class ZoeDepth(nn.Module):
         normed = m.bin_centers == "normed"
         self.core = MidasCore(DPTDepth(config.backbone, d, **kw))
         self.conv2 = nn.Conv2d(d.features, d.features, 1, **kw)
-        self.seed_projector = Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw)
-        self.projectors = nn.ModuleList(
-            Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw) for _ in range(4))
         clb_in = d.relative_dim + int(m.use_relative_depth)
 
         def seed(h):
@@ -72,17 +69,23 @@ class ZoeDepth(nn.Module):
             return ConditionalLogBinomial(clb_in, m.bin_embedding_dim, m.clb_hidden_dim, m.n_bins,
                                           m.min_temp, m.max_temp, **kw)
 
-        if config.router is None:
-            (head,) = m.heads
-            self.seed_bin_regressor = seed(head)
-            self.attractors = attractors(head)
-            self.conditional_log_binomial = clb(head)
-        else:
+        multi = config.router is not None
+        if multi:
             self.patch_transformer = PatchTransformerEncoder(d.features, config.router, **kw)
             self.mlp_classifier = domain_classifier(config.router.embed_dim, **kw)
             self.seed_bin_regressors = nn.ModuleDict({h.name: seed(h) for h in m.heads})
+        else:
+            self.seed_bin_regressor = seed(m.heads[0])
+        self.seed_projector = Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw)
+        self.projectors = nn.ModuleList(
+            Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw) for _ in range(4))
+        # registration order = upstream state_dict order
+        if multi:
             self.attractors = nn.ModuleDict({h.name: attractors(h) for h in m.heads})
             self.conditional_log_binomial = nn.ModuleDict({h.name: clb(h) for h in m.heads})
+        else:
+            self.attractors = attractors(m.heads[0])
+            self.conditional_log_binomial = clb(m.heads[0])
         self.eval()
 
     @property
