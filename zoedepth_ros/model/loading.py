@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,19 +38,24 @@ def _names(keys, limit: int = 5) -> str:
 
 
 def _torch_load(path: Path) -> object:
+    """torch.load with weights_only=True: memory-mapped for zip archives, plain for legacy pickles."""
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(e) and "zip" not in str(e).lower():
-                raise
-            if zipfile.is_zipfile(path):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    is_zip, is_pickle = magic.startswith(b"PK"), magic[:1] == b"\x80"
+    if not (is_zip or is_pickle):
+        raise CheckpointError(f"{path}: not a torch checkpoint (neither a zip archive nor a pickle); "
+                              f"{FETCH_HINT} or point to the right file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: refusing to unpickle non-tensor objects (weights_only=True): "
                               f"{str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint, probably truncated or corrupt ({detail}); "
                               f"delete it and {FETCH_HINT}") from None
