@@ -1,0 +1,121 @@
+"""The node's parameters in one table: name, default, description, allowed range or values, run-time flag.
+
+The node declares from it, validates with it, and ``config/zoedepth.yaml`` is generated from it (a test keeps
+the file equal to ``default_yaml()``). No ROS import here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    runtime: bool = False  # may change while running; everything else needs a restart
+    pattern: re.Pattern | None = field(default=None, compare=False)
+
+    def check(self, value: Any) -> str | None:
+        """None if ``value`` is acceptable, else the reason (names the value and what is allowed)."""
+        kind = type(self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{self.name} must be a {kind.__name__}, got {value!r}"
+        if self.choices and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+        if self.pattern is not None and not self.pattern.match(value):
+            return f"{self.name} {value!r} is not valid ({self.description.split(':')[0]})"
+        if self.low is not None and value < self.low:
+            return f"{self.name} must be >= {self.low}, got {value}"
+        if self.high is not None and value > self.high:
+            return f"{self.name} must be <= {self.high}, got {value}"
+        return None
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("checkpoint", "ZoeD_M12_NK",
+          "official name resolved in the weights cache (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K), "
+          "a .pt file or a Hugging Face model folder"),
+    Param("device", "auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", pattern=DEVICE_PATTERN),
+    Param("precision", "fp32", "floating point precision of the model", choices=("fp32", "bf16", "fp16")),
+    Param("routing", "auto", "metric head: auto (the NK router decides per frame), indoor or outdoor",
+          choices=("auto", "indoor", "outdoor"), runtime=True),
+    Param("pad_input", True, "reflect-pad the image before inference, as the official infer()", runtime=True),
+    Param("flip_aug", False, "average with a horizontally flipped pass (official default; doubles the cost)",
+          runtime=True),
+    Param("min_depth", 0.001, "depths below this (m) are published as NaN", low=0.0, high=1000.0, runtime=True),
+    Param("max_depth", 80.0, "depths above this (m) are published as NaN", low=0.0, high=1000.0, runtime=True),
+    Param("output_scale", 1.0, "depth image size relative to the camera image (camera info scaled to match)",
+          low=0.05, high=1.0),
+    Param("publish_points", True, "publish the organized point cloud on `points`", runtime=True),
+    Param("point_cloud.color", False, "add packed rgb from the camera image to the cloud (32-byte points)",
+          runtime=True),
+    Param("point_cloud.decimation", 1, "use every n-th row and column of the depth image for the cloud",
+          low=1, high=32, runtime=True),
+    Param("input_transport", "raw", "raw: subscribe `image`; compressed: subscribe `image/compressed`",
+          choices=("raw", "compressed")),
+    Param("camera_info_tolerance", 0.1, "use the latest CameraInfo if no exact stamp match is within this (s)",
+          low=0.0, high=10.0, runtime=True),
+    Param("qos.input_reliability", "best_effort", "image and camera_info subscriptions (sensor data)",
+          choices=("best_effort", "reliable")),
+    Param("qos.input_depth", 1, "subscription queue depth", low=1, high=100),
+    Param("qos.output_reliability", "reliable", "publishers; reliable also serves best-effort subscribers",
+          choices=("reliable", "best_effort")),
+    Param("qos.output_depth", 2, "publisher queue depth", low=1, high=100),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def validate(values: dict[str, Any]) -> list[str]:
+    """Reasons against a full or partial set of values, including cross-parameter rules."""
+    reasons = [r for name, v in values.items() if name in BY_NAME and (r := BY_NAME[name].check(v))]
+    lo, hi = values.get("min_depth"), values.get("max_depth")
+    if not reasons and lo is not None and hi is not None and lo >= hi:
+        reasons.append(f"min_depth ({lo}) must be below max_depth ({hi})")
+    return reasons
+
+
+def defaults() -> dict[str, Any]:
+    return {p.name: p.default for p in PARAMS}
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def default_yaml(node_name: str = "zoedepth") -> str:
+    """config/zoedepth.yaml: every parameter with its default and a comment."""
+    lines = [
+        "# zoedepth_ros node parameters (generated from zoedepth_ros/params.py; keep them equal).",
+        "# Parameters marked [runtime] can be changed while the node runs (ros2 param set).",
+        f"{node_name}:",
+        "  ros__parameters:",
+    ]
+    group = None
+    for p in PARAMS:
+        allowed = (f" [{'|'.join(p.choices)}]" if p.choices else
+                   f" [{p.low:g}..{p.high:g}]" if p.low is not None else "")
+        runtime = " [runtime]" if p.runtime else ""
+        prefix, _, leaf = p.name.rpartition(".")
+        if prefix != group:  # dotted names are nested mappings in ROS parameter files
+            if prefix:
+                lines.append(f"    {prefix}:")
+            group = prefix
+        indent = "      " if prefix else "    "
+        lines.append(f"{indent}# {p.description}{allowed}{runtime}")
+        lines.append(f"{indent}{leaf}: {_yaml_value(p.default)}")
+    return "\n".join(lines) + "\n"
