@@ -25,6 +25,7 @@ setup(
     ],
     entry_points={
         "console_scripts": [
+            "zoedepth_node = zoedepth_ros.node:main",
             "zoedepth-ros-weights = zoedepth_ros.tools.weights:main",
             "zoedepth-ros-eval = zoedepth_ros.tools.evaluate:main",
         ],

@@ -1,0 +1,130 @@
+"""One camera frame in, depth image + cloud + routing out: the node's per-frame work, without ROS.
+
+Data flows one way: the raw pixel buffer is uploaded once, converted to RGB on the device, run through the
+model, masked, back-projected and packed on the device; each output is copied to the host once, as bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .encodings import to_rgb, to_rgb8
+from .geometry import Intrinsics, colorize_depth, depth_to_points, pack_points
+from .model import ZoeDepth
+
+ROUTING_TO_DOMAIN = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}
+HEAD_TO_DOMAIN = {"nyu": "indoor", "kitti": "outdoor"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-frame knobs (a snapshot of the run-time parameters)."""
+
+    routing: str = "auto"
+    pad_input: bool = True
+    flip_aug: bool = False
+    min_depth: float = 0.001
+    max_depth: float = 80.0
+    output_scale: float = 1.0
+    points: bool = True
+    color: bool = False
+    decimation: int = 1
+    colormap: bool = False
+
+
+@dataclass
+class DepthFrame:
+    """Host-side results, ready to be put into messages."""
+
+    depth: bytes  # float32 (height, width), NaN where invalid
+    height: int
+    width: int
+    intrinsics: Intrinsics  # of the depth image
+    head: str  # metric head of the (first) pass
+    domain: str  # "indoor" / "outdoor"
+    probability: float  # router probability of the head; NaN for single-head models
+    logits: list[float]  # router logits of the (first) pass; empty for single-head models
+    forced: bool
+    cloud: bytes | None = None
+    cloud_height: int = 0
+    cloud_width: int = 0
+    colormap: bytes | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class DepthPipeline:
+    """Runs a loaded ZoeDepth on raw camera buffers."""
+
+    def __init__(self, model: ZoeDepth, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+
+    def upload(self, raw: np.ndarray) -> torch.Tensor:
+        if not raw.flags.writeable:  # torch wants writable memory; bytes-backed views are read-only
+            raw = raw.copy()
+        host = torch.from_numpy(raw)
+        return host.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def run(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> DepthFrame:
+        """Depth (and cloud) for one (H, W, C) raw image whose geometry is ``intrinsics``."""
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        pixels = self.upload(raw)
+        rgb = to_rgb(pixels, encoding)
+        t1 = time.perf_counter()
+        result = self.model.predict(rgb, pad_input=settings.pad_input, flip_aug=settings.flip_aug,
+                                    domain=ROUTING_TO_DOMAIN[settings.routing])
+        depth = result.depth[0, 0]
+        t2 = time.perf_counter()
+        height, width = output_size(depth.shape[0], depth.shape[1], settings.output_scale)
+        out_intrinsics = intrinsics
+        if (height, width) != tuple(depth.shape):
+            depth = F.interpolate(depth[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+            out_intrinsics = intrinsics.scaled(width, height)
+        invalid = ~torch.isfinite(depth) | (depth < settings.min_depth) | (depth > settings.max_depth)
+        depth = depth.masked_fill(invalid, float("nan")).contiguous()
+        frame = self._routing(result)
+        frame.depth = depth.cpu().numpy().tobytes()
+        frame.height, frame.width, frame.intrinsics = height, width, out_intrinsics
+        if settings.points:
+            points = depth_to_points(depth, out_intrinsics, settings.decimation)
+            colors = None
+            if settings.color:
+                colors = to_rgb8(pixels, encoding)
+                if colors.shape[:2] != (height, width):
+                    colors = F.interpolate(colors.permute(2, 0, 1)[None].float(), size=(height, width),
+                                           mode="nearest")[0].permute(1, 2, 0).to(torch.uint8)
+                colors = colors[:: settings.decimation, :: settings.decimation]
+            packed = pack_points(points, colors)
+            frame.cloud = packed.cpu().numpy().tobytes()
+            frame.cloud_height, frame.cloud_width = points.shape[0], points.shape[1]
+        if settings.colormap:
+            frame.colormap = colorize_depth(depth, settings.min_depth, settings.max_depth).cpu().numpy().tobytes()
+        t3 = time.perf_counter()
+        times.update(preprocess=1e3 * (t1 - t0), inference=1e3 * (t2 - t1), postprocess=1e3 * (t3 - t2))
+        frame.timings_ms = times
+        return frame
+
+    def _routing(self, result) -> DepthFrame:
+        head = result.domains[0]
+        logits: list[float] = []
+        probability = math.nan
+        if result.domain_logits:
+            first = result.domain_logits[0].float()
+            summed = first.sum(dim=0)  # the batch decision (batch of one here)
+            logits = [float(v) for v in summed]
+            probability = float(torch.softmax(summed, dim=-1)[0 if head == "nyu" else 1])
+        return DepthFrame(depth=b"", height=0, width=0, intrinsics=None, head=head,  # type: ignore[arg-type]
+                          domain=HEAD_TO_DOMAIN[head], probability=probability, logits=logits,
+                          forced=result.forced)
