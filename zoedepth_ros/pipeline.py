@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .encodings import to_rgb, to_rgb8
-from .geometry import Intrinsics, colorize_depth, depth_to_points, pack_points
+from .encodings import array_to_tensor, to_rgb, to_rgb8
+from .geometry import POINT_STEP_XYZ, POINT_STEP_XYZRGB, Intrinsics, colorize_depth, depth_to_cloud
 from .model import ZoeDepth
 
 ROUTING_TO_DOMAIN = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}
@@ -68,12 +68,10 @@ class DepthPipeline:
     def __init__(self, model: ZoeDepth, device: torch.device) -> None:
         self.model = model
         self.device = device
+        self._cloud_buffer: torch.Tensor | None = None  # reused: a fresh 10 MB buffer per frame costs page faults
 
     def upload(self, raw: np.ndarray) -> torch.Tensor:
-        if not raw.flags.writeable:  # torch wants writable memory; bytes-backed views are read-only
-            raw = raw.copy()
-        host = torch.from_numpy(raw)
-        return host.to(self.device, non_blocking=True)
+        return array_to_tensor(raw).to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def run(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> DepthFrame:
@@ -98,17 +96,20 @@ class DepthPipeline:
         frame.depth = depth.cpu().numpy().tobytes()
         frame.height, frame.width, frame.intrinsics = height, width, out_intrinsics
         if settings.points:
-            points = depth_to_points(depth, out_intrinsics, settings.decimation)
             colors = None
             if settings.color:
                 colors = to_rgb8(pixels, encoding)
                 if colors.shape[:2] != (height, width):
                     colors = F.interpolate(colors.permute(2, 0, 1)[None].float(), size=(height, width),
                                            mode="nearest")[0].permute(1, 2, 0).to(torch.uint8)
-                colors = colors[:: settings.decimation, :: settings.decimation]
-            packed = pack_points(points, colors)
+            rows, cols = -(-height // settings.decimation), -(-width // settings.decimation)
+            shape = (rows, cols * (POINT_STEP_XYZRGB if colors is not None else POINT_STEP_XYZ))
+            buffer = self._cloud_buffer
+            reuse = buffer is not None and tuple(buffer.shape) == shape and buffer.device == depth.device
+            packed = depth_to_cloud(depth, out_intrinsics, colors, settings.decimation, out=buffer if reuse else None)
+            self._cloud_buffer = packed
             frame.cloud = packed.cpu().numpy().tobytes()
-            frame.cloud_height, frame.cloud_width = points.shape[0], points.shape[1]
+            frame.cloud_height, frame.cloud_width = rows, cols
         if settings.colormap:
             frame.colormap = colorize_depth(depth, settings.min_depth, settings.max_depth).cpu().numpy().tobytes()
         t3 = time.perf_counter()
