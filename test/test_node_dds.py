@@ -218,6 +218,29 @@ def test_routing_follows_the_parameter(graph):
     assert msg.head == ("nyu" if msg.logits[0] > msg.logits[1] else "kitti")
 
 
+def test_decimated_colour_cloud(graph):
+    graph.set_param("point_cloud.decimation", 2)
+    graph.set_param("point_cloud.color", True)
+    try:
+        pixels = rgb_image(6)
+        stamp = 1_700_000_002_500_000_000
+        cloud = graph.request(pixels, stamp, topic="points")
+    finally:
+        graph.set_param("point_cloud.decimation", 1)
+        graph.set_param("point_cloud.color", False)
+    assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (H // 2, W // 2, 32, 32 * (W // 2))
+    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("rgb", 16)]
+    points = np.frombuffer(cloud.data, dtype=np.dtype({"names": ["x", "z", "rgb"], "formats": ["<f4", "<f4", "<u4"],
+                                                       "offsets": [0, 8, 16], "itemsize": 32})).reshape(H // 2, W // 2)
+    r, g, b = (pixels[::2, ::2, c].astype(np.uint32) for c in range(3))
+    np.testing.assert_array_equal(points["rgb"], (r << 16) | (g << 8) | b)
+    graph.wait(lambda: graph.depth_for(stamp) is not None, "the depth image of that frame")
+    depth = np.frombuffer(graph.depth_for(stamp).data, dtype="<f4").reshape(H, W)
+    np.testing.assert_array_equal(points["z"], depth[::2, ::2])
+    u = 2 * np.arange(W // 2)[None, :]  # decimated points keep their original pixel coordinates
+    np.testing.assert_allclose(points["x"], (u - CX) * depth[::2, ::2] / FX, rtol=1e-5, atol=1e-6)
+
+
 def test_invalid_parameter_values_are_rejected(graph):
     assert graph.params.wait_for_services(timeout_sec=20.0)
     future = graph.params.set_parameters([Parameter("routing", value="sideways")])
@@ -257,6 +280,10 @@ def test_bad_input_is_survived_and_counted(graph, node_process):
     cases += [("bad_camera_info", image_msg(rgb_image(3), stamp + i), info)
               for i, info in enumerate([info_msg(stamp + 1, fx=0.0), info_msg(stamp + 2, fx=float("nan")),
                                         info_msg(stamp + 3, width=320)], start=1)]
+    big_endian = image_msg(rgb_image(3), stamp + 4)
+    big_endian.is_bigendian = 1  # irrelevant for 8-bit data: must be processed, not dropped
+    # an image 5 s away from the newest CameraInfo (sent first, then no more) is dropped as "late"
+    cases.append(("camera_info_late", image_msg(rgb_image(3), stamp + 5_000_000_000), info_msg(stamp)))
     for reason, image, info in cases:
         key = f"dropped ({reason})"
         graph.wait(lambda: bool(diagnostics(graph)), "diagnostics")
@@ -270,6 +297,14 @@ def test_bad_input_is_survived_and_counted(graph, node_process):
 
         graph.wait(counted, f"{key} to grow past {before} for {image.encoding} {image.width}x{image.height}", 30)
     graph.request(rgb_image(4), stamp + 10)
+
+    def processed_big_endian() -> bool:
+        graph.pub_info.publish(info_msg(stamp + 4))
+        graph.pub_image.publish(big_endian)
+        graph.spin(1.0)
+        return graph.depth_for(stamp + 4) is not None
+
+    graph.wait(processed_big_endian, "depth for an rgb8 frame flagged big-endian", 60)
     assert proc.poll() is None
     assert not any(graph.depth_for(stamp + i) for i in range(4))
     text = log.read_text()
