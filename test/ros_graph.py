@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,16 @@ def start_node(params: dict[str, object], env: dict[str, str], log: Path) -> sub
         args += ["-p", f"{name}:={text}"]
     out = open(log, "wb")
     return subprocess.Popen(args, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGINT (as ros2 launch does), then kill if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, spin: Callable[[float], None], what: str) -> None:

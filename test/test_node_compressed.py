@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import array
 import io
-import signal
-import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is needed for the node tests")
 from PIL import Image as PILImage
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from ros_graph import isolated_ros_env, start_node
+from ros_graph import isolated_ros_env, start_node, stop_node
 from sensor_msgs.msg import CompressedImage
 from test_node_dds import DOMAIN_ID, Graph, diagnostics, expected_depth, info_msg, rgb_image
 
@@ -49,12 +47,7 @@ def setup(tiny_checkpoint, tmp_path_factory, monkeypatch_module):
         yield graph, pub, proc, log
     finally:
         graph.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_node(proc)
 
 
 @pytest.fixture(scope="module")

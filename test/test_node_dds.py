@@ -19,7 +19,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
-from ros_graph import REPO, isolated_ros_env, start_node, wait_until  # noqa: E402
+from ros_graph import REPO, isolated_ros_env, start_node, stop_node, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
 from zoedepth_ros.model import load  # noqa: E402
@@ -141,12 +141,7 @@ def node_process(ros_env, tiny_checkpoint, tmp_path_factory):
                        "flip_aug": False, "point_cloud.decimation": 1, "min_depth": 0.001, "max_depth": 80.0},
                       ros_env, log)
     yield proc, log
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_node(proc)
 
 
 @pytest.fixture(scope="module")
