@@ -6,7 +6,7 @@ import array
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from .geometry import POINT_STEP_XYZ, POINT_STEP_XYZRGB, camera_info_fields, cloud_fields
+from .geometry import POINT_STEP_XYZ, POINT_STEP_XYZRGB, cloud_fields, fill_camera_info
 from .pipeline import DepthFrame
 
 
@@ -28,15 +28,7 @@ def colormap_image(frame: DepthFrame, header) -> Image:
 
 
 def depth_camera_info(frame: DepthFrame, header, template: CameraInfo) -> CameraInfo:
-    fields = camera_info_fields(frame.intrinsics, template)
-    info = CameraInfo(header=header)
-    for name, value in fields.items():
-        if name == "roi":
-            for roi_field, roi_value in value.items():
-                setattr(info.roi, roi_field, roi_value)
-        else:
-            setattr(info, name, value)
-    return info
+    return fill_camera_info(CameraInfo(header=header), frame.intrinsics, template)
 
 
 def point_cloud(frame: DepthFrame, header, color: bool) -> PointCloud2:
@@ -55,6 +47,5 @@ def routing_type() -> type:
 
 
 def routing(frame: DepthFrame, header):
-    return routing_type()(header=header, domain=frame.domain, head=frame.head,
-                        probability=frame.probability,
-                        logits=frame.logits, forced=frame.forced)
+    return routing_type()(header=header, domain=frame.domain, head=frame.head, probability=frame.probability,
+                          logits=frame.logits, forced=frame.forced)

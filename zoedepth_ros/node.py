@@ -23,9 +23,10 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from . import messages
+from .device import resolve_device
 from .encodings import ImageError, decode_compressed, image_array_from_msg
 from .geometry import CameraInfoError, Intrinsics
 from .latest import LatestSlot
@@ -57,18 +58,6 @@ def _stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise StartupError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__})")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise StartupError(f"device {spec!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    return device
-
-
 def _descriptor(p) -> ParameterDescriptor:
     allowed = f" One of: {', '.join(p.choices)}." if p.choices else ""
     d = ParameterDescriptor(description=p.description + allowed, read_only=not p.runtime)
@@ -97,7 +86,10 @@ class ZoeDepthNode(Node):
             raise StartupError("invalid parameters: " + "; ".join(reasons))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self.device = resolve_device(self.values["device"])
+        try:
+            self.device = resolve_device(self.values["device"])
+        except ValueError as e:
+            raise StartupError(str(e)) from None
         try:
             path = resolve_checkpoint(self.values["checkpoint"])
             model = load(path, device=self.device, dtype=DTYPES[self.values["precision"]])
@@ -113,7 +105,7 @@ class ZoeDepthNode(Node):
         in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
         self.pub_depth = self.create_publisher(Image, "depth/image", out_qos)
         self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
-        self.pub_points = self.create_publisher(messages.PointCloud2, "points", out_qos)
+        self.pub_points = self.create_publisher(PointCloud2, "points", out_qos)
         self.pub_colormap = self.create_publisher(Image, "depth/colormap", out_qos)
         self.pub_routing = self.create_publisher(messages.routing_type(), "routing", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

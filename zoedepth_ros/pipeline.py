@@ -92,9 +92,7 @@ class DepthPipeline:
             out_intrinsics = intrinsics.scaled(width, height)
         invalid = ~torch.isfinite(depth) | (depth < settings.min_depth) | (depth > settings.max_depth)
         depth = depth.masked_fill(invalid, float("nan")).contiguous()
-        frame = self._routing(result)
-        frame.depth = depth.cpu().numpy().tobytes()
-        frame.height, frame.width, frame.intrinsics = height, width, out_intrinsics
+        frame = DepthFrame(depth.cpu().numpy().tobytes(), height, width, out_intrinsics, **self._routing(result))
         if settings.points:
             colors = None
             if settings.color:
@@ -117,15 +115,15 @@ class DepthPipeline:
         frame.timings_ms = times
         return frame
 
-    def _routing(self, result) -> DepthFrame:
+    @staticmethod
+    def _routing(result) -> dict:
+        """DepthFrame's routing fields from the first pass (the batch decision; a batch of one here)."""
         head = result.domains[0]
         logits: list[float] = []
         probability = math.nan
         if result.domain_logits:
-            first = result.domain_logits[0].float()
-            summed = first.sum(dim=0)  # the batch decision (batch of one here)
+            summed = result.domain_logits[0].float().sum(dim=0)
             logits = [float(v) for v in summed]
             probability = float(torch.softmax(summed, dim=-1)[0 if head == "nyu" else 1])
-        return DepthFrame(depth=b"", height=0, width=0, intrinsics=None, head=head,  # type: ignore[arg-type]
-                          domain=HEAD_TO_DOMAIN[head], probability=probability, logits=logits,
-                          forced=result.forced)
+        return {"head": head, "domain": HEAD_TO_DOMAIN[head], "probability": probability, "logits": logits,
+                "forced": result.forced}

@@ -45,7 +45,8 @@ def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
         raise LayoutError(f"missing key {key!r}: not a ZoeDepth checkpoint in the expected layout") from None
 
 
-def _names(keys, limit: int = 5) -> str:
+def key_list(keys, limit: int = 5) -> str:
+    """The first ``limit`` keys, sorted, and how many more: for error messages."""
     keys = sorted(keys)
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
@@ -268,7 +269,7 @@ def hf_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
         else:
             out[new] = value
     if unknown:
-        raise LayoutError(f"{len(unknown)} key(s) not in the transformers ZoeDepth layout: {_names(unknown)}")
+        raise LayoutError(f"{len(unknown)} key(s) not in the transformers ZoeDepth layout: {key_list(unknown)}")
     for prefix, parts in qkv.items():
         try:
             if prefix.startswith(BEIT):

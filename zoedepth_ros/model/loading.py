@@ -15,10 +15,10 @@ import torch
 
 from .config import ZoeDepthConfig
 from .layouts import (
-    LayoutError,
     config_from_hf,
     config_from_state_dict,
     hf_to_official,
+    key_list,
     official_to_model,
     strip_module_prefix,
 )
@@ -29,12 +29,6 @@ FETCH_HINT = "fetch the official weights with `zoedepth-ros-weights fetch ZoeD_M
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, truncated, of an unknown layout or not matching the model."""
-
-
-def _names(keys, limit: int = 5) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def _torch_load(path: Path) -> object:
@@ -70,7 +64,7 @@ def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: expected a state_dict or a dict with 'model', got {type(obj).__name__}")
     non_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
-        raise CheckpointError(f"{path}: entries that are not tensors: {_names(map(str, non_tensors))}")
+        raise CheckpointError(f"{path}: entries that are not tensors: {key_list(map(str, non_tensors))}")
     return strip_module_prefix(obj)
 
 
@@ -118,9 +112,7 @@ def read_checkpoint(source: str | Path, variant: str | None = None) -> tuple[dic
                                       "(with config.json) instead")
             config = config_from_state_dict(sd, variant)
         return official_to_model(sd, config), config
-    except (LayoutError, ValueError) as e:
-        if isinstance(e, CheckpointError):
-            raise
+    except ValueError as e:  # LayoutError, or a config the shapes describe that fails validation
         raise CheckpointError(f"{path}: {e}") from None
 
 
@@ -131,9 +123,9 @@ def load_state(model: ZoeDepth, sd: Mapping[str, torch.Tensor], dtype: torch.dty
     unexpected = sd.keys() - expected.keys()
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing key(s): {_names(missing)}")
+        problems.append(f"{len(missing)} missing key(s): {key_list(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected key(s): {key_list(unexpected)}")
     shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
               for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
     if shapes:

@@ -188,16 +188,6 @@ def check_pair(pair: Pair) -> tuple[int, int]:
     return rgb_hw
 
 
-def _pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalError("--device cuda requested but CUDA is not available")
-    return name
-
-
 def _json_metrics(m: DepthMetrics) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.as_dict().items()}
 
@@ -230,7 +220,12 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise EvalError(f"{pair.name}: {exc}") from exc
 
-    device = _pick_device(args.device)
+    from zoedepth_ros.device import resolve_device
+
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as exc:
+        raise EvalError(str(exc)) from exc
     try:
         from zoedepth_ros.model import CheckpointError, load
     except ImportError as exc:
