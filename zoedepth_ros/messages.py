@@ -10,8 +10,14 @@ from .geometry import POINT_STEP_XYZ, POINT_STEP_XYZRGB, cloud_fields, fill_came
 from .pipeline import DepthFrame
 
 
-def _payload(data: bytes) -> array.array:
-    # array.array goes through rosidl's buffer fast path; numpy arrays or memoryviews are ~100x slower
+def _payload(data: bytes | array.array) -> array.array:
+    """array.array goes through rosidl's buffer fast path; numpy arrays or memoryviews are ~100x slower.
+
+    The pipeline already hands over array.array payloads (copied once out of pinned memory); those are used as
+    they are, without another copy.
+    """
+    if isinstance(data, array.array) and data.typecode == "B":
+        return data
     out = array.array("B")
     out.frombytes(data)
     return out

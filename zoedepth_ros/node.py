@@ -7,6 +7,7 @@ naming the problem and counted; the next good frame is processed.
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
@@ -26,16 +27,17 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from . import messages
+from .accuracy import select_fast_mode
 from .device import resolve_device
 from .encodings import ImageError, decode_compressed, image_array_from_msg
 from .geometry import CameraInfoError, Intrinsics
 from .latest import LatestSlot
-from .model import CheckpointError, load
+from .model import CheckpointError, ZoeDepth, load, set_precision
 from .params import PARAMS, validate
-from .pipeline import DepthPipeline, Settings
+from .pipeline import ROUTING_TO_DOMAIN, DepthPipeline, InFlight, Settings
+from .runtime import DepthRunner, default_mode
 from .weights import WeightsError, resolve_checkpoint
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LOG_THROTTLE_S = 5.0
 CAMERA_INFO_HISTORY = 30
 
@@ -92,14 +94,15 @@ class ZoeDepthNode(Node):
             raise StartupError(str(e)) from None
         try:
             path = resolve_checkpoint(self.values["checkpoint"])
-            model = load(path, device=self.device, dtype=DTYPES[self.values["precision"]])
+            model = load(path, device=self.device)
         except (WeightsError, CheckpointError) as e:
             raise StartupError(str(e)) from None
         self.checkpoint_path = str(path)
         self.variant = model.config.variant
-        self.pipeline = DepthPipeline(model, self.device)
+        runner = self._runner(model)
+        self.pipeline = DepthPipeline(runner, self.device)
         self.get_logger().info(f"loaded ZoeD_{self.variant.upper()} from {path} on {self.device} "
-                               f"({self.values['precision']})")
+                               f"({runner.describe()})")
 
         out_qos = _qos(self.values["qos.output_reliability"], self.values["qos.output_depth"])
         in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
@@ -119,7 +122,10 @@ class ZoeDepthNode(Node):
         else:
             self.create_subscription(Image, "image", self._on_image, in_qos)
 
+        self.warmup_size: tuple[int, int] | None = None  # set by the first CameraInfo, consumed by the worker
+        self.warmed: set[tuple[int, int]] = set()
         self.slot: LatestSlot[PendingFrame] = LatestSlot()
+        self.to_publish: queue.Queue[tuple[InFlight, PendingFrame, Settings] | None] = queue.Queue(maxsize=1)
         self.drops: Counter[str] = Counter()
         self.processed = 0
         self.skipped_idle = 0
@@ -129,8 +135,31 @@ class ZoeDepthNode(Node):
         self._last_log: dict[str, float] = {}
         self._lock = threading.Lock()
         self.worker = threading.Thread(target=self._work, name="zoedepth-inference", daemon=True)
+        self.publisher = threading.Thread(target=self._publish_loop, name="zoedepth-publish", daemon=True)
         self.worker.start()
+        self.publisher.start()
         self.create_timer(1.0, self._publish_diagnostics)
+
+    def _runner(self, model: ZoeDepth) -> DepthRunner:
+        """Precision and execution mode from the parameters; "auto" precision keeps only what passes the guard."""
+        mode = self.values["execution"]
+        mode = default_mode(self.device) if mode == "auto" else mode
+        if mode == "cuda_graph" and self.device.type != "cuda":
+            raise StartupError(f"execution cuda_graph needs a CUDA device; the node runs on {self.device}")
+        channels_last = self.values["channels_last"]
+        precision = self.values["precision"]
+        if precision == "auto":
+            if self.device.type != "cuda":
+                return DepthRunner(model, self.device, mode, channels_last)
+            candidates = ("bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp16",)
+            runner, reports = select_fast_mode(model, self.device, candidates, mode, channels_last,
+                                               pad_input=self.values["pad_input"], flip_aug=self.values["flip_aug"])
+            for r in reports:
+                self.get_logger().info(f"accuracy guard {r.mode}: {'passed' if r.passed else 'failed'} "
+                                       f"(mean relative depth difference {r.mean_rel_diff:.2e}, routing "
+                                       f"{'identical' if r.routing_identical else 'differs'}) {r.reason}")
+            return runner
+        return DepthRunner(set_precision(model, precision), self.device, mode, channels_last)
 
     # ------------------------------------------------------------------ parameters
 
@@ -163,6 +192,8 @@ class ZoeDepthNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_infos.append(msg)
+        if self.values["warmup"] and self.warmup_size is None and msg.width > 0 and msg.height > 0:
+            self.warmup_size = (msg.height, msg.width)
 
     def _match_camera_info(self, header) -> CameraInfo | None:
         if not self.camera_infos:
@@ -221,26 +252,49 @@ class ZoeDepthNode(Node):
     # ------------------------------------------------------------------ work
 
     def _work(self) -> None:
+        """Inference thread: submit the newest frame; the publisher thread waits for its results."""
         while not self.slot.closed:
+            self._maybe_warm_up()
             frame = self.slot.take(timeout=0.2)
             if frame is None:
                 continue
-            try:
-                self._process(frame)
-            except (ImageError, CameraInfoError, ValueError) as e:
-                self._drop("bad_frame", str(e))
-            except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                self._drop("out_of_memory", f"out of memory on {self.device} for a "
-                           f"{frame.raw.shape[1]}x{frame.raw.shape[0]} image; consider output_scale or precision")
-            except Exception as e:  # the worker must survive anything a frame can cause
-                self._drop("error", f"{type(e).__name__}: {e}")
-                self.get_logger().debug(traceback.format_exc())
+            with self._frame_errors(frame):
+                settings = self.settings()
+                inflight = self.pipeline.submit(frame.raw, frame.encoding, frame.intrinsics, settings)
+                self.warmed.add(frame.raw.shape[:2])
+                self.to_publish.put((inflight, frame, settings))
+        self.to_publish.put(None)
 
-    def _process(self, frame: PendingFrame) -> None:
-        settings = self.settings()
-        result = self.pipeline.run(frame.raw, frame.encoding, frame.intrinsics, settings)
+    def _maybe_warm_up(self) -> None:
+        size = self.warmup_size
+        if size is None or size in self.warmed:
+            return
+        self.warmed.add(size)
+        s = self.settings()
+        t0 = time.monotonic()
+        try:
+            self.pipeline.runner.warmup(*size, pad_input=s.pad_input, flip_aug=s.flip_aug,
+                                        domain=ROUTING_TO_DOMAIN[s.routing])
+        except Exception as e:  # a failed warm-up must not stop the node; the first frame will try again
+            self.get_logger().warn(f"warm-up at {size[1]}x{size[0]} failed: {type(e).__name__}: {e}")
+            return
+        self.get_logger().info(f"warmed up for {size[1]}x{size[0]} ({self.pipeline.runner.describe()}) "
+                               f"in {time.monotonic() - t0:.1f} s")
+
+    def _publish_loop(self) -> None:
+        """Publisher thread: wait for a submitted frame's host copies, build messages, publish."""
+        while True:
+            item = self.to_publish.get()
+            if item is None:
+                return
+            inflight, frame, settings = item
+            with self._frame_errors(frame):
+                self._publish(inflight.result(), frame, settings)
+
+    def _frame_errors(self, frame: PendingFrame):
+        return _FrameErrors(self, frame)
+
+    def _publish(self, result, frame: PendingFrame, settings: Settings) -> None:
         header = frame.header
         if self.pub_depth.get_subscription_count() > 0:
             self.pub_depth.publish(messages.depth_image(result, header))
@@ -274,7 +328,8 @@ class ZoeDepthNode(Node):
             "model": f"ZoeD_{self.variant.upper()}",
             "checkpoint": self.checkpoint_path,
             "device": str(self.device),
-            "precision": self.values["precision"],
+            "precision": self.pipeline.runner.precision,
+            "execution": self.pipeline.runner.mode,
             "routing": self.values["routing"],
             "domain": self.last_domain,
         }
@@ -291,6 +346,35 @@ class ZoeDepthNode(Node):
     def shutdown(self) -> None:
         self.slot.close()
         self.worker.join(timeout=10.0)
+        self.publisher.join(timeout=10.0)
+
+
+class _FrameErrors:
+    """Turns whatever one frame raises into a counted, throttled drop, so the threads survive anything."""
+
+    def __init__(self, node: ZoeDepthNode, frame: PendingFrame) -> None:
+        self.node, self.frame = node, frame
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if error is None:
+            return False
+        node = self.node
+        if isinstance(error, (ImageError, CameraInfoError, ValueError)):
+            node._drop("bad_frame", str(error))
+        elif isinstance(error, torch.OutOfMemoryError):
+            if node.device.type == "cuda":
+                torch.cuda.empty_cache()
+            node._drop("out_of_memory", f"out of memory on {node.device} for a {self.frame.raw.shape[1]}x"
+                       f"{self.frame.raw.shape[0]} image; consider output_scale or precision")
+        elif isinstance(error, Exception):
+            node._drop("error", f"{type(error).__name__}: {error}")
+            node.get_logger().debug("".join(traceback.format_exception(kind, error, tb)))
+        else:
+            return False  # KeyboardInterrupt / SystemExit propagate
+        return True
 
 
 def main(args: list[str] | None = None) -> int:

@@ -47,7 +47,15 @@ PARAMS: tuple[Param, ...] = (
           "official name resolved in the weights cache (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K), "
           "a .pt file or a Hugging Face model folder"),
     Param("device", "auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", pattern=DEVICE_PATTERN),
-    Param("precision", "fp32", "floating point precision of the model", choices=("fp32", "bf16", "fp16")),
+    Param("precision", "auto",
+          "model precision: auto picks bf16 (else fp16) on CUDA if it passes the accuracy guard against fp32 at "
+          "start-up, else fp32; the DPT decoder, metric heads and router always run in fp32",
+          choices=("auto", "fp32", "bf16", "fp16")),
+    Param("execution", "auto", "auto (cuda_graph on CUDA, eager on CPU), eager, cuda_graph or compile (torch.compile)",
+          choices=("auto", "eager", "cuda_graph", "compile")),
+    Param("channels_last", True, "channels-last convolution weights on CUDA"),
+    Param("warmup", True, "run the model (and capture its CUDA graph) at the first CameraInfo's size before "
+          "the first image"),
     Param("routing", "auto", "metric head: auto (the NK router decides per frame), indoor or outdoor",
           choices=("auto", "indoor", "outdoor"), runtime=True),
     Param("pad_input", True, "reflect-pad the image before inference, as the official infer()", runtime=True),

@@ -3,9 +3,11 @@
 from .config import PRESETS, ZOED_K, ZOED_N, ZOED_NK, ZoeDepthConfig, tiny_config
 from .layouts import LayoutError, detect_variant, official_state_dict
 from .loading import CheckpointError, load, read_checkpoint
+from .precision import PRECISIONS, precision_of, set_precision
 from .zoedepth import InferenceResult, ZoeDepth
 
 __all__ = [
+    "PRECISIONS",
     "PRESETS",
     "ZOED_K",
     "ZOED_N",
@@ -18,6 +20,8 @@ __all__ = [
     "detect_variant",
     "load",
     "official_state_dict",
+    "precision_of",
     "read_checkpoint",
+    "set_precision",
     "tiny_config",
 ]

@@ -15,6 +15,7 @@ from .config import BackboneConfig
 LAYER_NORM_EPS = 1e-6  # timm BEiT; transformers' BeitConfig defaults to 1e-12 (a tiny deviation there)
 LAYER_SCALE_INIT = 1e-5  # BEiT-L init_values
 NUM_CLS_DISTANCES = 3  # extra table rows: cls->patch, patch->cls, cls->cls
+MASK_ALIGNMENT = 8  # elements; attention-bias row stride the fused CUDA attention kernels accept as is
 
 
 def relative_position_index(grid_h: int, grid_w: int, device: torch.device | None = None) -> torch.Tensor:
@@ -50,6 +51,21 @@ def resample_bias_table(table: torch.Tensor, pretrain_grid: int, grid_h: int, gr
     return torch.cat([grid_part, cls_part], dim=0)
 
 
+def _row_aligned(bias: torch.Tensor, multiple: int = MASK_ALIGNMENT) -> torch.Tensor:
+    """The same values with each row starting at a multiple of ``multiple`` elements.
+
+    SDPA's memory-efficient CUDA kernel needs an aligned mask and otherwise pads a copy on every call;
+    a 1 + h*w token sequence is never aligned.
+    """
+    n = bias.shape[-1]
+    padded = -(-n // multiple) * multiple
+    if padded == n:
+        return bias.contiguous()
+    out = bias.new_zeros(*bias.shape[:-1], padded)
+    out[..., :n] = bias
+    return out[..., :n]
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, embed_dim: int, device=None, dtype=None) -> None:
         super().__init__()
@@ -74,14 +90,43 @@ class Attention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(n_table, num_heads, **kw))
         self.proj = nn.Linear(dim, dim, **kw)
         self._index_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+        # (grid_h, grid_w, dtype) -> (table version, bias): a camera's size needs its bias computed once
+        self._bias_cache: dict[tuple[int, int, torch.dtype], tuple[tuple[int, int], torch.Tensor]] = {}
+
+    def _apply(self, fn, recurse=True):
+        self._bias_cache.clear()  # .to() / .half() / .cuda() replace the table
+        self._index_cache.clear()
+        return super()._apply(fn, recurse)
+
+    def clear_bias_cache(self) -> None:
+        self._bias_cache.clear()
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.q_bias)
         nn.init.zeros_(self.v_bias)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def relative_position_bias(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        """(heads, 1 + h*w, 1 + h*w) additive attention bias for a h x w patch grid."""
+    def relative_position_bias(self, grid_h: int, grid_w: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(heads, 1 + h*w, 1 + h*w) additive attention bias for a h x w patch grid, in ``dtype``.
+
+        Without autograd it is cached per grid size and dtype, and recomputed when the table changes (in place or
+        by ``load_state_dict``). Traced code (torch.compile) computes it in the graph instead.
+        """
+        table = self.relative_position_bias_table
+        dtype = dtype or table.dtype
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if not cacheable:
+            return _row_aligned(self._compute_bias(grid_h, grid_w).to(dtype))
+        key = (grid_h, grid_w, dtype)
+        version = (table._version, table.data_ptr())
+        hit = self._bias_cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        bias = _row_aligned(self._compute_bias(grid_h, grid_w).to(dtype))
+        self._bias_cache[key] = (version, bias)
+        return bias
+
+    def _compute_bias(self, grid_h: int, grid_w: int) -> torch.Tensor:
         table = resample_bias_table(self.relative_position_bias_table, self.pretrain_grid, grid_h, grid_w)
         key = (grid_h, grid_w, str(table.device))
         index = self._index_cache.get(key)
@@ -95,7 +140,7 @@ class Attention(nn.Module):
         qkv_bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B, heads, N, head_dim
-        bias = self.relative_position_bias(*grid_hw).unsqueeze(0).to(q.dtype)
+        bias = self.relative_position_bias(*grid_hw, q.dtype).unsqueeze(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 

@@ -160,4 +160,6 @@ class DPTDepth(nn.Module):
         self.scratch = Scratch(dcfg, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> DPTFeatures:
-        return self.scratch(self.pretrained(x))
+        levels = self.pretrained(x)
+        dtype = self.scratch.layer1_rn.weight.dtype  # the decoder may be an fp32 island (see precision.py)
+        return self.scratch([level.to(dtype) for level in levels])

@@ -31,12 +31,26 @@ class MidasCore(nn.Module):
 
 @dataclass(frozen=True)
 class InferenceResult:
-    """``ZoeDepth.predict`` output: depth at input size and the routing of each forward pass."""
+    """``ZoeDepth.predict`` output: depth at input size and the routing of each forward pass.
+
+    The head of each pass is kept as a device tensor so that on-device routing needs no host sync; ``domains``
+    reads it (and syncs) only when asked.
+    """
 
     depth: torch.Tensor  # B, 1, H, W metres
-    domains: tuple[str, ...]  # one per pass (2 with flip augmentation)
+    domain_indices: torch.Tensor  # (passes,) long: index into head_names; 2 passes with flip augmentation
     domain_logits: tuple[torch.Tensor, ...]  # (B, 2) per pass; empty for single-head models
     forced: bool
+    head_names: tuple[str, ...]
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.head_names[i] for i in self.domain_indices.tolist())
+
+
+def module_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a stage computes in: that of its parameters (``precision.set_precision`` may mix them)."""
+    return next(module.parameters()).dtype
 
 
 class ZoeDepth(nn.Module):
@@ -115,66 +129,97 @@ class ZoeDepth(nn.Module):
                              f"cannot force {domain!r}")
         return name
 
-    def forward(self, x: torch.Tensor, domain: str | None = None) -> dict:
+    def forward(self, x: torch.Tensor, domain: str | None = None, route_on_device: bool = False) -> dict:
         """Metric depth at network resolution.
 
         Args:
             x: (B, 3, H, W) RGB float in [0, 1]; resized and normalised here as upstream does.
             domain: force a head ("nyu"/"indoor" or "kitti"/"outdoor") instead of the router.
+            route_on_device: NK only: run both heads and select on the device instead of reading the router's
+                decision on the host, so that the forward has no host sync (CUDA graphs, torch.compile).
+                The selected depth is the same as with host routing.
         Returns:
-            dict with ``metric_depth`` (B, 1, h, w), ``domain`` (head name for the whole batch) and,
-            for NK, ``domain_logits`` (B, 2) (computed even when the head is forced).
+            dict with ``metric_depth`` (B, 1, h, w), ``domain_index`` (0-dim long tensor indexing
+            ``self.domains``), ``domain`` (head name, or None when routed on the device) and, for NK,
+            ``domain_logits`` (B, 2) (computed even when the head is forced).
         """
         self._check_input(x)
         forced = self._resolve_domain(domain)
-        p = next(self.parameters())
         size = net_input_size(x.shape[-2], x.shape[-1], self.config.net_size, self.config.keep_aspect)
-        feats = self.core(prepare_input(x.to(device=p.device, dtype=p.dtype), size))
+        device = self.conv2.weight.device
+        feats = self.core(prepare_input(x.to(device), size).to(module_dtype(self.core)))
+        head_dtype = module_dtype(self.conv2)
+        if feats.l4_rn.dtype != head_dtype:
+            feats = DPTFeatures(*(f.to(head_dtype) for f in feats))
         bottleneck = self.conv2(feats.l4_rn)
         out: dict = {}
-        if self.config.router is not None:
-            logits = self.mlp_classifier(self.patch_transformer(bottleneck))
-            out["domain_logits"] = logits
-            name = forced or DOMAINS[int(batch_domain(logits))]  # one host sync per batch
+        names: tuple[str, ...]
+        if self.config.router is None:
+            names, index = self.domains, torch.zeros((), dtype=torch.long, device=device)
         else:
-            name = self.domains[0]
+            emb = self.patch_transformer(bottleneck.to(module_dtype(self.patch_transformer)))
+            logits = self.mlp_classifier(emb).float()
+            out["domain_logits"] = logits
+            if forced is not None:
+                names, index = (forced,), torch.full((), DOMAINS.index(forced), device=device)
+            elif route_on_device:
+                names, index = DOMAINS, batch_domain(logits)
+            else:
+                names = (DOMAINS[int(batch_domain(logits))],)  # one host sync per batch
+                index = torch.full((), DOMAINS.index(names[0]), device=device)
+        shared = self._shared_embeddings(feats, bottleneck)
+        depths = [self._metric_head(name, feats, bottleneck, shared) for name in names]
+        depth = depths[0] if len(depths) == 1 else torch.where(index == 0, depths[0], depths[1])
+        out["metric_depth"] = depth
+        out["domain_index"] = index
+        out["domain"] = names[0] if len(names) == 1 else None
+        return out
+
+    def _shared_embeddings(self, feats: DPTFeatures, bottleneck: torch.Tensor) -> list[torch.Tensor]:
+        """Bin embeddings both heads read: the seed projection, then one per decoder level."""
+        return [self.seed_projector(bottleneck)] + [p(level) for p, level in zip(self.projectors, feats[3:],
+                                                                                   strict=True)]
+
+    def _metric_head(self, name: str, feats: DPTFeatures, bottleneck: torch.Tensor,
+                     embeddings: list[torch.Tensor]) -> torch.Tensor:
+        """Seed bins -> attractor refinement over the decoder levels -> log-binomial expectation, one head."""
         seed_regressor, attractors, clb = self._head(name)
         bins, centers = seed_regressor(bottleneck)
-        prev_emb = self.seed_projector(bottleneck)
-        for projector, attractor, level in zip(self.projectors, attractors, feats[3:], strict=True):
-            emb = projector(level)
+        for attractor, prev_emb, emb in zip(attractors, embeddings[:-1], embeddings[1:], strict=True):
             bins, centers = attractor(emb, prev_emb, bins)
-            prev_emb = emb
         last = feats.out_conv
         if self.config.metric.use_relative_depth:
             last = torch.cat([last, resize_to(feats.rel_depth, last.shape[-2:])], dim=1)
-        probs = clb(last, resize_to(emb, last.shape[-2:]))
+        probs = clb(last, resize_to(embeddings[-1], last.shape[-2:]))
         centers = resize_to(centers, last.shape[-2:])
-        out["metric_depth"] = torch.sum(probs * centers, dim=1, keepdim=True)
-        out["domain"] = name
-        return out
+        return torch.sum(probs * centers, dim=1, keepdim=True)
 
-    def _infer_once(self, x: torch.Tensor, pad_input: bool, domain: str | None) -> tuple[torch.Tensor, dict]:
+    def _infer_once(self, x: torch.Tensor, pad_input: bool, domain: str | None,
+                    route_on_device: bool) -> tuple[torch.Tensor, dict]:
         pads = (0, 0)
         if pad_input:
             x, pads = pad_reflect(x)
-        out = self(x, domain=domain)
+        out = self(x, domain=domain, route_on_device=route_on_device)
         depth = restore_size(out["metric_depth"].float(), tuple(x.shape[-2:]), pads)
         return depth, out
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True,
-                domain: str | None = None) -> InferenceResult:
-        """``infer`` plus the routing of each pass (flip passes route independently, as upstream)."""
+                domain: str | None = None, route_on_device: bool = False) -> InferenceResult:
+        """``infer`` plus the routing of each pass (flip passes route independently, as upstream).
+
+        With ``route_on_device`` nothing here waits for the device (see ``forward``).
+        """
         self._check_input(x)
-        depth, out = self._infer_once(x, pad_input, domain)
+        depth, out = self._infer_once(x, pad_input, domain, route_on_device)
         outs = [out]
         if flip_aug:
-            flipped, out_f = self._infer_once(torch.flip(x, dims=[3]), pad_input, domain)
+            flipped, out_f = self._infer_once(torch.flip(x, dims=[3]), pad_input, domain, route_on_device)
             depth = (depth + torch.flip(flipped, dims=[3])) / 2
             outs.append(out_f)
         logits = tuple(o["domain_logits"] for o in outs if "domain_logits" in o)
-        return InferenceResult(depth, tuple(o["domain"] for o in outs), logits, domain is not None)
+        indices = torch.stack([o["domain_index"] for o in outs])
+        return InferenceResult(depth, indices, logits, domain is not None, self.domains)
 
     def infer(self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True,
               domain: str | None = None) -> torch.Tensor:
