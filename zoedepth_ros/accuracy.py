@@ -96,7 +96,8 @@ def reference_results(model: ZoeDepth, images: Sequence[torch.Tensor], pad_input
 
 def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence[str], mode: str,
                      channels_last: bool = False, pad_input: bool = True, flip_aug: bool = False,
-                     probe_size: tuple[int, int] = PROBE_SIZE) -> tuple[DepthRunner, list[GuardReport]]:
+                     probe_size: tuple[int, int] = PROBE_SIZE, max_mean_rel_diff: float = MAX_MEAN_REL_DIFF,
+                     ) -> tuple[DepthRunner, list[GuardReport]]:
     """The first of ``precisions`` whose runner passes the guard, else fp32; plus every report.
 
     ``model`` must be fp32; a candidate is a copy of it (the fp32 weights stay available for the fallback).
@@ -111,7 +112,7 @@ def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence
         candidate = set_precision(copy.deepcopy(model), precision)
         runner = DepthRunner(candidate, device, mode=mode, channels_last=channels_last)
         report = guard(reference, lambda x, r=runner: _settled(r(x, pad_input=pad_input, flip_aug=flip_aug)),
-                       images, runner.describe())
+                       images, runner.describe(), max_mean_rel_diff)
         reports.append(report)
         if report.passed:
             del model

@@ -10,27 +10,22 @@ from .geometry import POINT_STEP_XYZ, POINT_STEP_XYZRGB, cloud_fields, fill_came
 from .pipeline import DepthFrame
 
 
-def _payload(data: bytes | array.array) -> array.array:
-    """array.array goes through rosidl's buffer fast path; numpy arrays or memoryviews are ~100x slower.
-
-    The pipeline already hands over array.array payloads (copied once out of pinned memory); those are used as
-    they are, without another copy.
-    """
-    if isinstance(data, array.array) and data.typecode == "B":
-        return data
-    out = array.array("B")
-    out.frombytes(data)
-    return out
+def _with_data(msg, data: bytes | array.array):
+    """Assign the payload after construction: the ``data=`` constructor argument costs two extra copies (about
+    10 ms for a 10 MB cloud) while assigning ``bytes`` is one memcpy. Never a numpy array or memoryview (~100x
+    slower through rosidl's per-element path)."""
+    msg.data = data
+    return msg
 
 
 def depth_image(frame: DepthFrame, header) -> Image:
-    return Image(header=header, height=frame.height, width=frame.width, encoding="32FC1", is_bigendian=0,
-                 step=4 * frame.width, data=_payload(frame.depth))
+    return _with_data(Image(header=header, height=frame.height, width=frame.width, encoding="32FC1",
+                            is_bigendian=0, step=4 * frame.width), frame.depth)
 
 
 def colormap_image(frame: DepthFrame, header) -> Image:
-    return Image(header=header, height=frame.height, width=frame.width, encoding="rgb8", is_bigendian=0,
-                 step=3 * frame.width, data=_payload(frame.colormap or b""))
+    return _with_data(Image(header=header, height=frame.height, width=frame.width, encoding="rgb8",
+                            is_bigendian=0, step=3 * frame.width), frame.colormap or b"")
 
 
 def depth_camera_info(frame: DepthFrame, header, template: CameraInfo) -> CameraInfo:
@@ -41,9 +36,9 @@ def point_cloud(frame: DepthFrame, header, color: bool) -> PointCloud2:
     step = POINT_STEP_XYZRGB if color else POINT_STEP_XYZ
     fields = [PointField(name=name, offset=offset, datatype=datatype, count=count)
               for name, offset, datatype, count in cloud_fields(color)]
-    return PointCloud2(header=header, height=frame.cloud_height, width=frame.cloud_width, fields=fields,
-                       is_bigendian=False, point_step=step, row_step=step * frame.cloud_width,
-                       data=_payload(frame.cloud or b""), is_dense=False)
+    return _with_data(PointCloud2(header=header, height=frame.cloud_height, width=frame.cloud_width, fields=fields,
+                                  is_bigendian=False, point_step=step, row_step=step * frame.cloud_width,
+                                  is_dense=False), frame.cloud or b"")
 
 
 def routing_type() -> type:

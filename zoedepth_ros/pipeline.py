@@ -8,7 +8,6 @@ is queued, and ``InFlight.result`` waits for the copies, so publishing one frame
 
 from __future__ import annotations
 
-import array
 import math
 import queue
 import time
@@ -26,7 +25,6 @@ from .runtime import DepthRunner
 ROUTING_TO_DOMAIN = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}
 HEAD_TO_DOMAIN = {"nyu": "indoor", "kitti": "outdoor"}
 IN_FLIGHT = 2  # frames whose host buffers may be in use at once: one being published, one being computed
-Payload = bytes | array.array
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class Settings:
 class DepthFrame:
     """Host-side results, ready to be put into messages."""
 
-    depth: Payload  # float32 (height, width), NaN where invalid
+    depth: bytes  # float32 (height, width), NaN where invalid
     height: int
     width: int
     intrinsics: Intrinsics  # of the depth image
@@ -58,10 +56,10 @@ class DepthFrame:
     probability: float  # router probability of the head; NaN for single-head models
     logits: list[float]  # router logits of the (first) pass; empty for single-head models
     forced: bool
-    cloud: Payload | None = None
+    cloud: bytes | None = None
     cloud_height: int = 0
     cloud_width: int = 0
-    colormap: Payload | None = None
+    colormap: bytes | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -69,11 +67,9 @@ def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def host_payload(tensor: torch.Tensor) -> array.array:
-    """The bytes of a host tensor as the array.array rclpy takes without a per-element copy (one memcpy)."""
-    out = array.array("B")
-    out.frombytes(tensor.numpy().view(np.uint8).reshape(-1))
-    return out
+def host_payload(tensor: torch.Tensor) -> bytes:
+    """The bytes of a host tensor (one memcpy out of the pinned landing buffer, which the next frame reuses)."""
+    return tensor.numpy().tobytes()
 
 
 class _Slot:

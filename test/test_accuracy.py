@@ -1,0 +1,110 @@
+"""The accuracy guard: a fast mode must route like fp32 and stay within 1 % mean relative depth difference."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from model_fixtures import tiny_model
+
+from zoedepth_ros.accuracy import (
+    MAX_MEAN_REL_DIFF,
+    guard,
+    mean_relative_difference,
+    probe_images,
+    reference_results,
+    select_fast_mode,
+)
+from zoedepth_ros.model import set_precision
+
+CPU = torch.device("cpu")
+
+
+def test_mean_relative_difference_by_hand():
+    ref = torch.tensor([1.0, 2.0, 4.0, float("nan"), 0.0])
+    cand = torch.tensor([1.1, 2.0, 3.0, 5.0, 7.0])  # the NaN and zero reference pixels are not compared
+    assert mean_relative_difference(ref, cand) == pytest.approx((0.1 + 0.0 + 0.25) / 3)
+    assert mean_relative_difference(ref, torch.tensor([1.0, float("inf"), 4.0, 1.0, 1.0])) == math.inf
+
+
+def test_probe_images_are_deterministic_structured_rgb():
+    a, b = probe_images(48, 64), probe_images(48, 64)
+    assert len(a) == 3 and all(x.shape == (1, 3, 48, 64) for x in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(0 <= float(x.min()) and float(x.max()) <= 1 and float(x.std()) > 0.05 for x in a)
+
+
+@pytest.fixture(scope="module")
+def nk():
+    return tiny_model("nk", seed=0)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return probe_images(48, 64)
+
+
+def test_identical_model_passes(nk, images):
+    ref = reference_results(nk, images)
+    report = guard(ref, lambda x: nk.predict(x, flip_aug=False), images, "same")
+    assert report.passed and report.routing_identical and report.mean_rel_diff == 0.0 and report.reason == ""
+
+
+def test_depth_off_by_more_than_one_percent_fails(nk, images):
+    ref = reference_results(nk, images)
+    scale = 1 + 2 * MAX_MEAN_REL_DIFF
+
+    def scaled(x):
+        r = nk.predict(x, flip_aug=False)
+        return type(r)(r.depth * scale, r.domain_indices, r.domain_logits, r.forced, r.head_names)
+
+    report = guard(ref, scaled, images, "scaled")
+    assert not report.passed and report.routing_identical
+    assert report.mean_rel_diff == pytest.approx(2 * MAX_MEAN_REL_DIFF, rel=1e-4)
+    assert "mean relative depth difference" in report.reason
+
+
+def test_a_routing_flip_fails_even_with_close_depth(nk, images):
+    ref = reference_results(nk, images)
+    other = "kitti" if ref[0].domains[0] == "nyu" else "nyu"
+    report = guard(ref, lambda x: nk.predict(x, flip_aug=False, domain=other if x is images[0] else None),
+                   images, "flipped")
+    assert not report.passed and not report.routing_identical and "routing differs" in report.reason
+
+
+def test_select_fast_mode_keeps_a_passing_precision():
+    model = tiny_model("n", seed=1)  # one head: routing cannot differ, depth is within 1 % in bf16
+    runner, reports = select_fast_mode(model, CPU, ["bf16"], "eager", probe_size=(48, 64))
+    assert runner.precision == "bf16" and reports[0].passed and 0 < reports[0].mean_rel_diff < MAX_MEAN_REL_DIFF
+    assert next(model.parameters()).dtype == torch.float32  # the fp32 model itself was not converted
+
+
+def test_select_fast_mode_falls_back_to_fp32_when_the_guard_fails():
+    model = tiny_model("n", seed=1)
+    runner, reports = select_fast_mode(model, CPU, ["bf16", "fp16"], "eager", probe_size=(48, 64),
+                                       max_mean_rel_diff=1e-9)
+    assert [r.passed for r in reports] == [False, False]
+    assert runner.precision == "fp32" and runner.model is model
+    images = probe_images(48, 64)
+    expected = model.predict(images[0], flip_aug=False).depth
+    assert torch.equal(runner(images[0]).depth, expected)
+
+
+def test_guard_catches_fp16_overflow_without_islands(images):
+    model = tiny_model("n", seed=7)
+    ref = reference_results(model, images)
+    half = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in (model, half):  # same fp32 maths, an fp16-overflowing activation in the decoder
+            m.core.core.scratch.output_conv[0].weight.mul_(1e6)
+            m.core.core.scratch.output_conv[0].bias.mul_(1e6)
+            m.core.core.scratch.output_conv[2].weight.div_(1e6)
+    ref = reference_results(model, images)
+    half.half()
+    naive = guard(ref, lambda x: half.predict(x.half(), flip_aug=False), images, "fp16 everywhere")
+    islands = set_precision(copy.deepcopy(model), "fp16")
+    kept = guard(ref, lambda x: islands.predict(x, flip_aug=False), images, "fp16 islands")
+    assert not naive.passed and naive.mean_rel_diff == math.inf
+    assert kept.passed

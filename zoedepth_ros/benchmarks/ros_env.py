@@ -1,0 +1,118 @@
+"""Running ROS processes in isolation: a private domain, localhost-only discovery, the large-SHM Fast DDS profile.
+
+Shared by the benchmarks and the DDS tests, so both start the node the same way. No ROS import here: the
+helpers only build environments and launch ``python -m zoedepth_ros.node`` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+PACKAGE = "zoedepth_ros"
+PROFILE_NAME = "fastdds_large_shm.xml"
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+"""The directory holding the ``zoedepth_ros`` package (the repository root in a source checkout): as the
+working directory of a ``python -m zoedepth_ros...`` child it makes the package importable even without an
+install, and an installed package imports from site-packages anyway."""
+
+
+def fastdds_profile() -> Path | None:
+    """The large shared-memory Fast DDS profile: the source tree's ``config/``, else the installed ament share.
+
+    Without it Fast DDS's 512 KB default segment loses most best-effort images and clouds (see
+    docs/ros2_from_pypi.md); None when neither copy can be found.
+    """
+    source = PACKAGE_PARENT / "config" / PROFILE_NAME
+    if source.is_file():
+        return source
+    try:
+        from ament_index_python.packages import get_package_share_directory
+    except ImportError:
+        return None
+    try:
+        share = Path(get_package_share_directory(PACKAGE, print_warning=False))
+    except (LookupError, ValueError, OSError):  # not installed, or AMENT_PREFIX_PATH unset
+        return None
+    installed = share / "config" / PROFILE_NAME
+    return installed if installed.is_file() else None
+
+
+def default_domain_id() -> int:
+    """A per-process domain id in 201..231, clear of the DDS tests' 100..200 (100 + pid % 100, and + 1)."""
+    return 201 + os.getpid() % 31
+
+
+def isolated_ros_env(domain_id: int) -> dict[str, str]:
+    """Localhost-only discovery, a private domain id and the large shared-memory Fast DDS profile."""
+    env = {
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+    }
+    profile = fastdds_profile()
+    if profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    return env
+
+
+@contextmanager
+def applied_env(env: Mapping[str, str]) -> Iterator[None]:
+    """Set ``env`` in this process (for its own rclpy participants) and restore the previous values after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def ros_args(params: Mapping[str, object]) -> list[str]:
+    """``--ros-args -p name:=value ...`` for a node's parameters (bools lower-case, as YAML wants them)."""
+    args = ["--ros-args"]
+    for name, value in params.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += ["-p", f"{name}:={text}"]
+    return args
+
+
+def start_python_module(module: str, args: list[str], env: Mapping[str, str], log: Path,
+                        **popen_kw) -> subprocess.Popen:
+    """``python -m module args`` with ``env`` added, stdout and stderr into ``log``, importable from any cwd."""
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=PACKAGE_PARENT,
+                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, **popen_kw)
+
+
+def start_node(params: Mapping[str, object], env: Mapping[str, str], log: Path) -> subprocess.Popen:
+    """The zoedepth node in its own process with the given parameters; its output goes to ``log``."""
+    return start_python_module(f"{PACKAGE}.node", ros_args(params), env, log)
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGINT (as ros2 launch does), then kill if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def log_tail(log: Path, lines: int = 30) -> str:
+    """The last lines of a child's log, for error messages."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(text.splitlines()[-lines:])
