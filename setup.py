@@ -28,6 +28,7 @@ setup(
             "zoedepth_node = zoedepth_ros.node:main",
             "zoedepth-ros-weights = zoedepth_ros.tools.weights:main",
             "zoedepth-ros-eval = zoedepth_ros.tools.evaluate:main",
+            "zoedepth-ros-bench = zoedepth_ros.tools.bench:main",
         ],
     },
 )

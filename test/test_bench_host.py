@@ -70,7 +70,8 @@ def test_without_rclpy_the_ros_parts_are_skipped(monkeypatch, two_threads):
     assert item["conversion"]["message"] == "stand-in"
     check_summary("conversion", item["conversion"]["image_array_from_msg"], ITERS)
     assert item["cloud"]["threads"] == 1 and torch.get_num_threads() == two_threads
-    assert item["total_ms"] == {"xyz": None, "xyzrgb": None}
+    assert set(item["total_ms"]) == {"xyz", "xyzrgb", "xyz_gpu_cloud", "xyzrgb_gpu_cloud"}
+    assert all(v is None for v in item["total_ms"].values())
 
 
 def test_host_costs_with_a_real_subscriber(two_threads):
@@ -93,6 +94,8 @@ def test_host_costs_with_a_real_subscriber(two_threads):
             parts += [item[part][name] for part in ("messages", "publish")
                       for name in ("depth_image", "camera_info", f"point_cloud_{kind}")]
             assert item["total_ms"][kind] == pytest.approx(sum(p["p50_ms"] for p in parts))
+            pack = item["cloud"][kind]["pack"]["p50_ms"]
+            assert item["total_ms"][f"{kind}_gpu_cloud"] == pytest.approx(item["total_ms"][kind] - pack)
 
 
 def test_built_messages_are_the_nodes_outputs():

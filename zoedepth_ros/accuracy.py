@@ -111,7 +111,7 @@ def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence
             break
         candidate = set_precision(copy.deepcopy(model), precision)
         runner = DepthRunner(candidate, device, mode=mode, channels_last=channels_last)
-        report = guard(reference, lambda x, r=runner: _settled(r(x, pad_input=pad_input, flip_aug=flip_aug)),
+        report = guard(reference, lambda x, r=runner: settled(r(x, pad_input=pad_input, flip_aug=flip_aug)),
                        images, runner.describe(), max_mean_rel_diff)
         reports.append(report)
         if report.passed:
@@ -122,7 +122,7 @@ def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence
     return DepthRunner(model, device, mode=mode, channels_last=channels_last), reports
 
 
-def _settled(result: InferenceResult) -> InferenceResult:
+def settled(result: InferenceResult) -> InferenceResult:
     """A copy of a (possibly graph-static) result that the next call cannot overwrite."""
     return InferenceResult(result.depth.clone(), result.domain_indices.clone(),
                            tuple(t.clone() for t in result.domain_logits), result.forced, result.head_names)

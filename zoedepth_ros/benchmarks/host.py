@@ -14,7 +14,8 @@ Each item is timed over ``iters`` calls (after a few untimed ones) and summarise
 
 ``total_ms`` per size and cloud kind is the sum of the p50s of the items the node does for one frame: conversion,
 receive, cloud packing, the depth and cloud byte copies, building depth image, camera info and cloud, and
-publishing those three. (The routing message and the optional colormap are left out: small, or off by default.)
+publishing those three; ``*_gpu_cloud`` leaves out the packing, which the CUDA pipeline does on the GPU. (The
+routing message and the optional colormap are left out: small, or off by default.)
 
 torch and rclpy are imported only when a measurement runs; parts needing rclpy report ``{"skipped": reason}``
 when it is missing.
@@ -282,10 +283,14 @@ def publish_costs(frames: dict[str, dict[str, Any]], iters: int, *, domain_id: i
                 sink.wait()
 
 
-def _total(item: dict[str, Any], kind: str) -> float | None:
-    """Sum of the p50s of one frame's host work for one cloud kind, or None if a part was skipped."""
+def _total(item: dict[str, Any], kind: str, cloud_on_host: bool = True) -> float | None:
+    """Sum of the p50s of one frame's host work for one cloud kind, or None if a part was skipped.
+
+    With ``cloud_on_host=False`` the cloud packing is left out: on CUDA the pipeline packs it on the GPU.
+    """
+    pack = [item["cloud"][kind]["pack"]] if cloud_on_host else []
     parts = [item["conversion"].get("image_array_from_msg"), item["receive"].get("deserialize_image"),
-             item["cloud"][kind]["pack"], item["cloud"][kind]["to_bytes"], item["cloud"]["depth_to_bytes"],
+             *pack, item["cloud"][kind]["to_bytes"], item["cloud"]["depth_to_bytes"],
              item["messages"].get("depth_image"), item["messages"].get("camera_info"),
              item["messages"].get(f"point_cloud_{kind}"),
              item["publish"].get("depth_image"), item["publish"].get("camera_info"),
@@ -325,6 +330,7 @@ def measure_host_costs(sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES, iters: 
     for label, item in report["sizes"].items():
         item["publish"] = published if "skipped" in published else published[label]
         item["total_ms"] = {kind: _total(item, kind) for kind in CLOUD_KINDS}
+        item["total_ms"].update({f"{kind}_gpu_cloud": _total(item, kind, False) for kind in CLOUD_KINDS})
     return report
 
 
