@@ -311,3 +311,116 @@ def config_from_hf(hf_config: Mapping, sd: Mapping[str, torch.Tensor], variant: 
         for h, b in zip(config.metric.heads, bins or [{}] * len(config.metric.heads), strict=False)
     )
     return replace(config, metric=replace(config.metric, heads=heads))
+
+
+# Official -> transformers 4.x: the inverse of the table above, used to build a transformers reference model
+# from our weights. (regex on an official key, function of the match giving the HF prefix); first match wins.
+_BLOCK = re.escape(BEIT) + r"blocks\.(\d+)\."
+_HF_LAYER = "backbone.encoder.layer."
+_OFFICIAL_RENAMES: list[tuple[str, Callable[[re.Match], str]]] = [
+    (re.escape(BEIT) + r"cls_token$", lambda m: "backbone.embeddings.cls_token"),
+    (re.escape(BEIT) + r"patch_embed\.proj\.", lambda m: "backbone.embeddings.patch_embeddings.projection."),
+    (_BLOCK + r"gamma_(\d)$", lambda m: f"{_HF_LAYER}{m[1]}.lambda_{m[2]}"),
+    (_BLOCK + r"norm1\.", lambda m: f"{_HF_LAYER}{m[1]}.layernorm_before."),
+    (_BLOCK + r"norm2\.", lambda m: f"{_HF_LAYER}{m[1]}.layernorm_after."),
+    (_BLOCK + r"attn\.relative_position_bias_table$",
+     lambda m: f"{_HF_LAYER}{m[1]}.attention.attention.relative_position_bias.relative_position_bias_table"),
+    (_BLOCK + r"attn\.proj\.", lambda m: f"{_HF_LAYER}{m[1]}.attention.output.dense."),
+    (_BLOCK + r"mlp\.fc1\.", lambda m: f"{_HF_LAYER}{m[1]}.intermediate.dense."),
+    (_BLOCK + r"mlp\.fc2\.", lambda m: f"{_HF_LAYER}{m[1]}.output.dense."),
+    (r"core\.core\.pretrained\.act_postprocess(\d)\.0\.project\.0\.",
+     lambda m: f"neck.reassemble_stage.readout_projects.{int(m[1]) - 1}.0."),
+    (r"core\.core\.pretrained\.act_postprocess(\d)\.3\.",
+     lambda m: f"neck.reassemble_stage.layers.{int(m[1]) - 1}.projection."),
+    (r"core\.core\.pretrained\.act_postprocess(\d)\.4\.",
+     lambda m: f"neck.reassemble_stage.layers.{int(m[1]) - 1}.resize."),
+    (r"core\.core\.scratch\.layer(\d)_rn\.", lambda m: f"neck.convs.{int(m[1]) - 1}."),
+    (r"core\.core\.scratch\.refinenet(\d)\.out_conv\.",
+     lambda m: f"neck.fusion_stage.layers.{4 - int(m[1])}.projection."),
+    (r"core\.core\.scratch\.refinenet(\d)\.resConfUnit(\d)\.conv(\d)\.",
+     lambda m: f"neck.fusion_stage.layers.{4 - int(m[1])}.residual_layer{m[2]}.convolution{m[3]}."),
+    (r"core\.core\.scratch\.output_conv\.([024])\.", lambda m: f"relative_head.conv{int(m[1]) // 2 + 1}."),
+    (r"conv2\.", lambda m: "metric_head.conv2."),
+    (r"mlp_classifier\.([02])\.", lambda m: f"metric_head.mlp_classifier.linear{int(m[1]) // 2 + 1}."),
+    (r"patch_transformer\.transformer_encoder\.layers\.(\d+)\.",
+     lambda m: f"metric_head.patch_transformer.transformer_encoder.{m[1]}."),
+    (r"patch_transformer\.embedding_convPxP\.", lambda m: "metric_head.patch_transformer.embedding_convPxP."),
+    (r"(seed_bin_regressors?(?:\.[a-z]+)?|seed_projector|projectors\.\d|attractors(?:\.[a-z]+)?\.\d)\._net\.([02])\.",
+     lambda m: f"metric_head.{m[1]}.conv{int(m[2]) // 2 + 1}."),
+    (r"(conditional_log_binomial(?:\.[a-z]+)?\.mlp\.\d)\.", lambda m: f"metric_head.{m[1]}."),
+]
+
+# Official entries with no transformers counterpart: buffers HF recomputes (non-persistent there) and BEiT's
+# unused ImageNet head. official_to_model is where their contents are verified.
+_NOT_IN_HF = re.compile(re.escape(BEIT) + r"(blocks\.\d+\.attn\.relative_position_index$|fc_norm\.|head\.)"
+                        r"|.*log_binomial_transform\.(k_idx|K_minus_1)$")
+# HF buffers a template may carry (persistent in some transformers versions); values derive from the config.
+_HF_DERIVED = ("relative_position_index", "log_binomial_transform.k_idx", "log_binomial_transform.k_minus_1")
+
+
+def _split3(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of a fused q|k|v projection, as independent tensors (so the result can be saved as safetensors)."""
+    if value.shape[0] % 3:
+        raise LayoutError(f"fused q/k/v projection with {value.shape[0]} rows is not divisible by 3")
+    q, k, v = (part.clone() for part in value.chunk(3))
+    return q, k, v
+
+
+def official_to_hf(sd: Mapping[str, torch.Tensor],
+                   template: Mapping[str, torch.Tensor] | None = None) -> StateDict:
+    """Official ZoeDepth weights under transformers 4.x ``ZoeDepthForDepthEstimation`` names (inverse of
+    ``hf_to_official``), so a transformers model can run the very same weights as ours.
+
+    Accepts the release-file layout (buffers and the unused BEiT head are dropped) or ``ZoeDepth.state_dict()``.
+    Fused projections are split exactly: BEiT ``qkv.weight`` into query/key/value (``q_bias`` / ``v_bias`` become
+    the query/value biases; HF's key has no bias), the router's ``in_proj_{weight,bias}`` into query/key/value.
+    With ``template`` (an HF model's ``state_dict()``, possibly on the meta device) the result must have exactly its
+    keys and shapes, and comes in its order; HF buffers it holds that we do not store (relative position indices,
+    ``k_idx``/``k_minus_1``, persistent in some transformers versions) are taken from it.
+    """
+    out: StateDict = {}
+    unknown: list[str] = []
+    for key, value in strip_module_prefix(sd).items():
+        if _NOT_IN_HF.match(key):
+            continue
+        m = re.match(_BLOCK + r"attn\.(qkv\.weight|q_bias|v_bias)$", key)
+        if m:
+            attn = f"{_HF_LAYER}{m[1]}.attention.attention."
+            if m[2] == "qkv.weight":
+                for name, part in zip(("query", "key", "value"), _split3(value), strict=True):
+                    out[f"{attn}{name}.weight"] = part
+            else:
+                out[attn + ("query.bias" if m[2] == "q_bias" else "value.bias")] = value
+            continue
+        m = re.match(r"patch_transformer\.transformer_encoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$", key)
+        if m:
+            attn = f"metric_head.patch_transformer.transformer_encoder.{m[1]}.self_attn."
+            for name, part in zip(("query", "key", "value"), _split3(value), strict=True):
+                out[f"{attn}{name}.{m[2]}"] = part
+            continue
+        for pattern, rename in _OFFICIAL_RENAMES:
+            m = re.match(pattern, key)
+            if m is not None:
+                out[rename(m) + key[m.end():]] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise LayoutError(f"{len(unknown)} key(s) not in the official ZoeDepth layout: {key_list(unknown)}")
+    if template is None:
+        return out
+    for key, value in template.items():
+        if key not in out and key.endswith(_HF_DERIVED):
+            out[key] = value
+    problems = []
+    if missing := template.keys() - out.keys():
+        problems.append(f"{len(missing)} key(s) the transformers model needs are missing: {key_list(missing)}")
+    if unexpected := out.keys() - template.keys():
+        problems.append(f"{len(unexpected)} key(s) the transformers model lacks: {key_list(unexpected)}")
+    shapes = [f"{k} {tuple(out[k].shape)} vs {tuple(v.shape)}"
+              for k, v in template.items() if k in out and out[k].shape != v.shape]
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
+    if problems:
+        raise LayoutError("weights do not fit the transformers model: " + "; ".join(problems))
+    return {k: out[k] for k in template}
