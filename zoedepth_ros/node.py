@@ -1,8 +1,9 @@
 """The zoedepth_ros node: camera image + CameraInfo in; metric depth, camera info, cloud and routing out.
 
-Thin glue: callbacks validate and file the newest frame into a one-slot mailbox; one worker thread runs the
-pipeline and publishes; a timer publishes /diagnostics. Bad frames are dropped with a throttled log line
-naming the problem and counted; the next good frame is processed.
+Thin glue: callbacks validate and file the newest frame into a one-slot mailbox; an inference thread submits it
+to the pipeline (on CUDA that only queues the work), and a publisher thread waits for its host copies and
+publishes, so publishing one frame overlaps computing the next; a timer publishes /diagnostics. Bad frames are
+dropped with a throttled log line naming the problem and counted; the next good frame is processed.
 """
 
 from __future__ import annotations

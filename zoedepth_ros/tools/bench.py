@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -103,8 +104,18 @@ def _load_model(args, device: torch.device) -> tuple[ZoeDepth, dict[str, Any]]:
     return model, {"weights": f"random ({choice})", "variant": variant, "tiny": tiny}
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def _environment(device: torch.device, info: dict[str, Any]) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": str(device),
             "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": platform.python_version(), "cpu_threads": torch.get_num_threads(), **info}

@@ -1,0 +1,67 @@
+"""The node's precision / execution parameters: a reduced-precision model on the CPU, and modes it cannot run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is needed for the node tests")
+from ros_graph import REPO, isolated_ros_env, start_node, stop_node
+from test_node_dds import DOMAIN_ID, Graph, diagnostics, rgb_image
+
+from zoedepth_ros.model import load, set_precision
+
+DOMAIN = DOMAIN_ID + 2  # its own domain: never sees the other modules' nodes
+
+
+@pytest.fixture(scope="module")
+def bf16_node(tiny_checkpoint, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    env = isolated_ros_env(DOMAIN)
+    for k, v in env.items():
+        mp.setenv(k, v)
+    mp.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    log = tmp_path_factory.mktemp("node_bf16") / "node.log"
+    proc = start_node({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "precision": "bf16",
+                       "execution": "eager", "routing": "indoor"}, env, log)
+    graph = Graph()
+    try:
+        graph.wait(lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
+                   "the node's image subscription", 90)
+        assert proc.poll() is None, log.read_text()
+        yield graph, log
+    finally:
+        graph.close()
+        stop_node(proc)
+        mp.undo()
+
+
+def test_bf16_node_publishes_the_bf16_models_depth(bf16_node, tiny_checkpoint):
+    graph, log = bf16_node
+    pixels = rgb_image(7)
+    msg = graph.request(pixels, 1_700_000_100_000_000_000)
+    depth = np.frombuffer(msg.data, dtype="<f4").reshape(msg.height, msg.width)
+    rgb = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    fp32 = load(tiny_checkpoint("nk"))
+    reference = fp32.predict(rgb, pad_input=True, flip_aug=False, domain="nyu").depth[0, 0].numpy()
+    bf16 = set_precision(load(tiny_checkpoint("nk")), "bf16")
+    expected = bf16.predict(rgb, pad_input=True, flip_aug=False, domain="nyu").depth[0, 0].numpy()
+    np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(depth, reference, rtol=1e-6, atol=0)  # it really ran in bf16
+    graph.wait(lambda: diagnostics(graph).get("precision") == "bf16", "diagnostics naming the precision")
+    assert diagnostics(graph)["execution"] == "eager"
+    assert "(bf16 eager)" in log.read_text()
+
+
+def test_cuda_graphs_on_a_cpu_node_stop_it_with_a_reason(tiny_checkpoint):
+    env = {**os.environ, **isolated_ros_env(DOMAIN + 1)}
+    result = subprocess.run([sys.executable, "-m", "zoedepth_ros.node", "--ros-args", "-p", "device:=cpu",
+                             "-p", f"checkpoint:={tiny_checkpoint('nk')}", "-p", "execution:=cuda_graph"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "execution cuda_graph needs a CUDA device" in result.stderr
