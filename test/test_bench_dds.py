@@ -76,7 +76,7 @@ def test_drop_counters_are_read_from_the_node_diagnostics():
 
 
 def test_results_are_strict_json():
-    safe = dds._json_safe({"a": math.nan, "b": [1.5, math.inf], "c": {"d": 2}})
+    safe = dds.json_safe({"a": math.nan, "b": [1.5, math.inf], "c": {"d": 2}})
     assert safe == {"a": None, "b": [1.5, None], "c": {"d": 2}}
     json.dumps(safe, allow_nan=False)
 

@@ -39,7 +39,7 @@ from .ros_env import (
     start_python_module,
     stop_node,
 )
-from .stats import summarize
+from .stats import json_safe, summarize
 
 MODULE = "zoedepth_ros.benchmarks.dds"
 SPIN_S = 0.0005  # the camera busy-waits this long before each tick; sleeping alone overshoots by ~0.1 ms+
@@ -185,17 +185,6 @@ def _payload(data: bytes):
 
 def _stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats (e.g. the NaN summaries of an empty topic) as None, so the result is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _topic_stats(samples: list[tuple[int, int]], start_ns: int, end_ns: int) -> dict[str, Any]:
@@ -368,7 +357,7 @@ def run_end_to_end(
         "lost": published_measured - depth["received"],
         "node_params": params,
     }
-    return _json_safe(result)
+    return json_safe(result)
 
 
 def _stop_camera(camera: subprocess.Popen) -> None:

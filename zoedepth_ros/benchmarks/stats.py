@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -26,3 +27,14 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
         "min_ms": min(samples_ms) if n else math.nan,
         "max_ms": max(samples_ms) if n else math.nan,
     }
+
+
+def json_safe(value: Any) -> Any:
+    """Non-finite floats (e.g. the NaN summary of an empty topic) as None, recursively: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

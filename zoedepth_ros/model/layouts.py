@@ -52,6 +52,21 @@ def key_list(keys, limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def state_dict_mismatches(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor],
+                          missing: str = "missing key(s)", unexpected: str = "unexpected key(s)") -> list[str]:
+    """What keeps ``got`` from loading strictly where ``expected`` is: missing and extra keys, shape mismatches."""
+    problems = []
+    if absent := expected.keys() - got.keys():
+        problems.append(f"{len(absent)} {missing}: {key_list(absent)}")
+    if extra := got.keys() - expected.keys():
+        problems.append(f"{len(extra)} {unexpected}: {key_list(extra)}")
+    shapes = [f"{k} {tuple(got[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in got and got[k].shape != v.shape]
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
+    return problems
+
+
 def strip_module_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
@@ -412,15 +427,8 @@ def official_to_hf(sd: Mapping[str, torch.Tensor],
     for key, value in template.items():
         if key not in out and key.endswith(_HF_DERIVED):
             out[key] = value
-    problems = []
-    if missing := template.keys() - out.keys():
-        problems.append(f"{len(missing)} key(s) the transformers model needs are missing: {key_list(missing)}")
-    if unexpected := out.keys() - template.keys():
-        problems.append(f"{len(unexpected)} key(s) the transformers model lacks: {key_list(unexpected)}")
-    shapes = [f"{k} {tuple(out[k].shape)} vs {tuple(v.shape)}"
-              for k, v in template.items() if k in out and out[k].shape != v.shape]
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
+    problems = state_dict_mismatches(template, out, missing="key(s) the transformers model needs are missing",
+                                     unexpected="key(s) the transformers model lacks")
     if problems:
         raise LayoutError("weights do not fit the transformers model: " + "; ".join(problems))
     return {k: out[k] for k in template}

@@ -20,6 +20,7 @@ from .layouts import (
     hf_to_official,
     key_list,
     official_to_model,
+    state_dict_mismatches,
     strip_module_prefix,
 )
 from .zoedepth import ZoeDepth
@@ -119,17 +120,7 @@ def read_checkpoint(source: str | Path, variant: str | None = None) -> tuple[dic
 def load_state(model: ZoeDepth, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, assign: bool) -> None:
     """Strict load with errors that name the first missing / unexpected / mis-shaped keys."""
     expected = model.state_dict()
-    missing = expected.keys() - sd.keys()
-    unexpected = sd.keys() - expected.keys()
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {key_list(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {key_list(unexpected)}")
-    shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
+    problems = state_dict_mismatches(expected, sd)
     if problems:
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(problems))
     cast = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..benchmarks.reference import hf_compatible
+from ..benchmarks.stats import json_safe
 from ..device import resolve_device
 from ..model import PRECISIONS, PRESETS, CheckpointError, ZoeDepth, load, official_state_dict, tiny_config
 from ..runtime import MODES
@@ -197,16 +198,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
     from ..benchmarks import targets
     from ..benchmarks.model_latency import compare_paths, measure_modes
@@ -243,7 +234,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         sizes = [(w, h) for h, w in args.sizes if (h, w) != (384, 512)]
         report["host"] = measure_host_costs(sizes=sizes, iters=args.host_iters)
     report["targets"] = targets.check(report)
-    return _json_safe(report)
+    return json_safe(report)
 
 
 def _end_to_end(args, model: ZoeDepth, device: torch.device, info: dict[str, Any]) -> dict[str, Any]:
