@@ -115,7 +115,6 @@ def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence
                        images, runner.describe(), max_mean_rel_diff)
         reports.append(report)
         if report.passed:
-            del model
             return runner, reports
         log.warning("not using %s: %s", runner.describe(), report.reason)
         del candidate, runner

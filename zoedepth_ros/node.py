@@ -14,6 +14,8 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -292,8 +294,21 @@ class ZoeDepthNode(Node):
             with self._frame_errors(frame):
                 self._publish(inflight.result(), frame, settings)
 
-    def _frame_errors(self, frame: PendingFrame):
-        return _FrameErrors(self, frame)
+    @contextmanager
+    def _frame_errors(self, frame: PendingFrame) -> Iterator[None]:
+        """Turns whatever one frame raises into a counted, throttled drop, so the threads survive anything."""
+        try:
+            yield
+        except (ImageError, CameraInfoError, ValueError) as e:
+            self._drop("bad_frame", str(e))
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._drop("out_of_memory", f"out of memory on {self.device} for a {frame.raw.shape[1]}x"
+                       f"{frame.raw.shape[0]} image; consider output_scale or precision")
+        except Exception as e:
+            self._drop("error", f"{type(e).__name__}: {e}")
+            self.get_logger().debug(traceback.format_exc())
 
     def _publish(self, result, frame: PendingFrame, settings: Settings) -> None:
         header = frame.header
@@ -348,34 +363,6 @@ class ZoeDepthNode(Node):
         self.slot.close()
         self.worker.join(timeout=10.0)
         self.publisher.join(timeout=10.0)
-
-
-class _FrameErrors:
-    """Turns whatever one frame raises into a counted, throttled drop, so the threads survive anything."""
-
-    def __init__(self, node: ZoeDepthNode, frame: PendingFrame) -> None:
-        self.node, self.frame = node, frame
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, tb) -> bool:
-        if error is None:
-            return False
-        node = self.node
-        if isinstance(error, (ImageError, CameraInfoError, ValueError)):
-            node._drop("bad_frame", str(error))
-        elif isinstance(error, torch.OutOfMemoryError):
-            if node.device.type == "cuda":
-                torch.cuda.empty_cache()
-            node._drop("out_of_memory", f"out of memory on {node.device} for a {self.frame.raw.shape[1]}x"
-                       f"{self.frame.raw.shape[0]} image; consider output_scale or precision")
-        elif isinstance(error, Exception):
-            node._drop("error", f"{type(error).__name__}: {error}")
-            node.get_logger().debug("".join(traceback.format_exception(kind, error, tb)))
-        else:
-            return False  # KeyboardInterrupt / SystemExit propagate
-        return True
 
 
 def main(args: list[str] | None = None) -> int:

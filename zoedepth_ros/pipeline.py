@@ -94,7 +94,6 @@ class InFlight:
     slot: _Slot | None
     outputs: dict[str, torch.Tensor]  # host tensors (pinned on CUDA), filled when ``done`` fires
     meta: dict
-    submitted: float
     _frame: DepthFrame | None = None
 
     def result(self) -> DepthFrame:
@@ -207,7 +206,7 @@ class DepthPipeline:
         t3 = time.perf_counter()
         meta["timings_ms"] = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
                               "postprocess": 1e3 * (t3 - t2)}
-        inflight = InFlight(self, slot, outputs, meta, t0)
+        inflight = InFlight(self, slot, outputs, meta)
         if slot is None:
             inflight.result()  # CPU: already computed; take the bytes before the next frame reuses the buffers
         return inflight

@@ -138,11 +138,3 @@ class DepthRunner:
             self(rgb, pad_input=pad_input, flip_aug=flip_aug, domain=domain)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-    def release(self) -> None:
-        """Drop captured graphs (their memory pools) and cached attention biases, e.g. before changing sizes."""
-        self._graphs.clear()
-        for module in self.model.modules():
-            clear = getattr(module, "clear_bias_cache", None)
-            if clear is not None:
-                clear()

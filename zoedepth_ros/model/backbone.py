@@ -98,9 +98,6 @@ class Attention(nn.Module):
         self._index_cache.clear()
         return super()._apply(fn, recurse)
 
-    def clear_bias_cache(self) -> None:
-        self._bias_cache.clear()
-
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.q_bias)
         nn.init.zeros_(self.v_bias)
