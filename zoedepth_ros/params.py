@@ -30,7 +30,7 @@ class Param:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            return f"{self.name} must be a {kind.__name__}, got {value!r}"
+            return f"{self.name} must be {self.allowed()}, got {value!r}"
         if self.choices and value not in self.choices:
             return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
         if self.pattern is not None and not self.pattern.match(value):
@@ -41,11 +41,23 @@ class Param:
             return f"{self.name} must be <= {self.high}, got {value}"
         return None
 
+    def allowed(self) -> str:
+        """What values are allowed, in words (for one-line errors)."""
+        kind = {bool: "a bool (true or false)", int: "an integer", float: "a number", str: "a string"}[
+            type(self.default)]
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.low is not None:
+            return f"{kind} in [{self.low:g}, {self.high:g}]"
+        return kind
+
 
 PARAMS: tuple[Param, ...] = (
     Param("checkpoint", "ZoeD_M12_NK",
           "official name resolved in the weights cache (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K), "
           "a .pt file or a Hugging Face model folder"),
+    Param("download", True, "fetch an official checkpoint that is not cached yet on first use (progress in the "
+          "log, SHA-256 recorded); false for robots that must never touch the network"),
     Param("device", "auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", pattern=DEVICE_PATTERN),
     Param("precision", "auto",
           "model precision: auto picks bf16 (else fp16) on CUDA if it passes the accuracy guard against fp32 at "
@@ -72,7 +84,9 @@ PARAMS: tuple[Param, ...] = (
           low=1, high=32, runtime=True),
     Param("input_transport", "raw", "raw: subscribe `image`; compressed: subscribe `image/compressed`",
           choices=("raw", "compressed")),
-    Param("camera_info_tolerance", 0.1, "use the latest CameraInfo if no exact stamp match is within this (s)",
+    Param("camera_info_wait", 0.5, "how long (s) an image waits for the CameraInfo with its exact stamp before "
+          "the camera_info_tolerance rule applies", low=0.0, high=10.0, runtime=True),
+    Param("camera_info_tolerance", 0.1, "then use the CameraInfo closest in stamp if it is within this (s)",
           low=0.0, high=10.0, runtime=True),
     Param("qos.input_reliability", "best_effort", "image and camera_info subscriptions (sensor data)",
           choices=("best_effort", "reliable")),
@@ -105,12 +119,18 @@ def _yaml_value(value: Any) -> str:
     return repr(value)
 
 
-def default_yaml(node_name: str = "zoedepth") -> str:
-    """config/zoedepth.yaml: every parameter with its default and a comment."""
+def default_yaml(node_name: str = "/**") -> str:
+    """config/zoedepth.yaml: every parameter with its default and a comment.
+
+    Keyed ``/**`` (any namespace, any node name): a plain ``zoedepth:`` key is ignored by rcl as soon as the node
+    runs in a namespace, so a user's edits would silently do nothing under ``namespace:=/cam0``.
+    """
     lines = [
         "# zoedepth_ros node parameters (generated from zoedepth_ros/params.py; keep them equal).",
         "# Parameters marked [runtime] can be changed while the node runs (ros2 param set).",
-        f"{node_name}:",
+        "# '/**' applies to the node under any namespace and name; to configure one node of several, key it by",
+        "# its full name instead, e.g. '/cam0/zoedepth:'.",
+        f"{_yaml_value(node_name) if node_name.startswith('/') else node_name}:",
         "  ros__parameters:",
     ]
     group = None
