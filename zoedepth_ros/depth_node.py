@@ -1,0 +1,568 @@
+"""The zoedepth_ros node: camera image + CameraInfo in; metric depth, camera info, cloud and routing out.
+
+A managed (lifecycle) node, as Nav2 stacks expect: configure loads the checkpoint and builds the runner, activate
+starts the subscriptions and the worker threads, deactivate stops all model work, cleanup frees the model.
+Started without ``--managed`` it configures and activates itself at once (a plain node to its users).
+
+Thin glue: callbacks validate frames and pair each image with its CameraInfo (``pairing``), the paired frame goes
+to the worker's latest-frame mailbox (``worker``): an inference thread submits it to the pipeline (on CUDA that
+only queues the work) and a publisher thread publishes the results; a timer publishes /diagnostics. Bad frames
+are dropped with a throttled log line naming the problem and counted; the next good frame is processed.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from . import messages
+from .accuracy import select_fast_mode
+from .device import resolve_device
+from .encodings import ImageError, check_size, decode_compressed, image_array_from_msg
+from .errors import StartupError
+from .geometry import CameraInfoError, Intrinsics
+from .model import CheckpointError, ZoeDepth, load, set_precision
+from .pairing import Paired, StampPairer, Unpaired
+from .params import BY_NAME, PARAMS, validate
+from .pipeline import ROUTING_TO_DOMAIN, DepthPipeline, InFlight, Settings
+from .runtime import DepthRunner, default_mode
+from .signals import StopSignals
+from .weights import WeightsError
+
+try:  # TEMP until weights.ensure_checkpoint lands
+    from .weights import ensure_checkpoint
+except ImportError:
+    from .weights import resolve_checkpoint
+
+    def ensure_checkpoint(spec, download=True, log=None):
+        return resolve_checkpoint(spec)
+from .worker import FrameWorker
+
+LOG_THROTTLE_S = 5.0
+PAIRING_POLL_S = 0.02  # how often waiting images are checked against camera_info_wait
+STOP_TIMEOUT_S = 1.5  # how long shutdown waits for a frame still in the model before exiting without it
+RATE_WINDOW = 50
+ROS_OWN_PARAMS = ("use_sim_time", "start_type_description_service")  # declared by rclpy itself
+
+
+@dataclass
+class PendingFrame:
+    raw: np.ndarray
+    encoding: str
+    header: Any
+    info: CameraInfo
+    intrinsics: Intrinsics
+    received: float
+
+
+@dataclass
+class RawImage:
+    raw: np.ndarray
+    encoding: str
+    header: Any
+    received: float
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _descriptor(p, managed: bool) -> ParameterDescriptor:
+    """Start-up parameters are read-only, except on a managed node: there they may change while unconfigured."""
+    allowed = f" One of: {', '.join(p.choices)}." if p.choices else ""
+    d = ParameterDescriptor(description=p.description + allowed, read_only=not (p.runtime or managed))
+    if p.low is not None and isinstance(p.default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=float(p.low), to_value=float(p.high), step=0.0)]
+    elif p.low is not None and isinstance(p.default, int):
+        d.integer_range = [IntegerRange(from_value=int(p.low), to_value=int(p.high), step=1)]
+    return d
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    return QoSProfile(
+        history=QoSHistoryPolicy.KEEP_LAST, depth=depth, durability=QoSDurabilityPolicy.VOLATILE,
+        reliability=(QoSReliabilityPolicy.RELIABLE if reliability == "reliable" else QoSReliabilityPolicy.BEST_EFFORT),
+    )
+
+
+def _rate(times: deque[float]) -> float:
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def _ros_value(value: Any) -> str:
+    """A parameter value as the user wrote it on the command line (true, 5, abc)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class ZoeDepthNode(LifecycleNode):
+    """Args:
+    managed: a lifecycle manager drives the transitions (else ``start()`` configures and activates at once).
+    stop: the executable's signal state, so that a signal aborts a long configure (download, loading).
+    """
+
+    def __init__(self, *, managed: bool = False, stop: StopSignals | None = None, **kwargs) -> None:
+        super().__init__("zoedepth", **kwargs)
+        self.managed = managed
+        self._stop = stop or StopSignals()
+        self.values = self._declare_parameters()
+        reasons = validate(self.values)
+        if reasons:
+            raise StartupError("invalid parameters: " + "; ".join(reasons))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.pipeline: DepthPipeline | None = None
+        self.device: torch.device | None = None
+        self.checkpoint_path = ""
+        self.variant = ""
+        self.last_error = ""
+        self.outputs: tuple = ()
+        self._subscriptions: list = []
+        self._pairing_timer = None
+        self.worker: FrameWorker[PendingFrame, tuple[InFlight, PendingFrame, Settings]] | None = None
+        self.pairer: StampPairer[RawImage, CameraInfo] = StampPairer()
+        self.warmup_size: tuple[int, int] | None = None  # set by the first valid CameraInfo, used by the worker
+        self.warmed: set[tuple[int, int]] = set()
+        self.drops: Counter[str] = Counter()
+        self.processed = 0
+        self.skipped_idle = 0
+        self.replaced_before = 0  # latest-frame replacements of workers already stopped
+        self.latencies: deque[float] = deque(maxlen=100)
+        self.done_times: deque[float] = deque(maxlen=100)
+        self.input_times: dict[str, deque[float]] = {"image": deque(maxlen=RATE_WINDOW),
+                                                     "camera_info": deque(maxlen=RATE_WINDOW)}
+        self.last_domain = ""
+        self._last_log: dict[str, float] = {}
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    # ------------------------------------------------------------------ parameters
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        """Declare the table's parameters; a bad override (``-p``, a params file) is one StartupError line.
+
+        rclpy would raise a multi-line InvalidParameterValue/TypeException, and refuse an integer for a float
+        parameter (``max_depth:=5``), which we accept.
+        """
+        overrides = self._parameter_overrides  # rclpy keeps the -p / params-file values here until declared
+        reasons = []
+        for p in PARAMS:
+            given = overrides.get(p.name)
+            if given is None:
+                continue
+            reason = p.check(given.value)
+            if reason is not None:
+                reasons.append(f"{p.name}:={_ros_value(given.value)} is refused: {reason}")
+            elif isinstance(p.default, float) and type(given.value) is int:
+                overrides[p.name] = Parameter(p.name, Parameter.Type.DOUBLE, float(given.value))
+        if reasons:
+            raise StartupError("invalid parameters: " + "; ".join(reasons))
+        unknown = sorted(n for n in overrides if n not in BY_NAME and n not in ROS_OWN_PARAMS
+                         and not n.startswith("qos_overrides."))
+        if unknown:
+            self.get_logger().warn(f"ignoring unknown parameters: {', '.join(unknown)} "
+                                   "(see config/zoedepth.yaml for the known ones)")
+        for p in PARAMS:
+            try:
+                self.declare_parameter(p.name, p.default, _descriptor(p, self.managed))
+            except (InvalidParameterValueException, InvalidParameterTypeException) as e:  # pragma: no cover
+                raise StartupError(f"invalid parameter {p.name}: {str(e).splitlines()[0]}") from None
+        return {p.name: self.get_parameter(p.name).value for p in PARAMS}
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        updates = {p.name: p.value for p in params if p.name in self.values}
+        state = self._state_machine.current_state[1]
+        frozen = [n for n in updates if not BY_NAME[n].runtime and updates[n] != self.values[n]]
+        if frozen and state != "unconfigured":
+            return SetParametersResult(successful=False, reason=f"{', '.join(frozen)} can change only while the "
+                                       f"node is unconfigured (it is {state}: cleanup first)")
+        reasons = validate({**self.values, **updates})
+        if reasons:
+            return SetParametersResult(successful=False, reason="; ".join(reasons))
+        self.values = {**self.values, **updates}  # one assignment: the threads read a consistent snapshot
+        return SetParametersResult(successful=True)
+
+    def settings(self) -> Settings:
+        v = self.values
+        outputs = self.outputs
+        if not outputs:  # not configured (or cleaned up while a frame was in flight)
+            return Settings(routing=v["routing"], pad_input=v["pad_input"], flip_aug=v["flip_aug"])
+        pub_points, pub_colormap = outputs[2], outputs[3]
+        return Settings(routing=v["routing"], pad_input=v["pad_input"], flip_aug=v["flip_aug"],
+                        min_depth=v["min_depth"], max_depth=v["max_depth"], output_scale=v["output_scale"],
+                        points=v["publish_points"] and pub_points.get_subscription_count() > 0,
+                        color=v["point_cloud.color"], decimation=v["point_cloud.decimation"],
+                        colormap=pub_colormap.get_subscription_count() > 0)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Unmanaged start: configure, then activate; a failure raises StartupError with its one-line reason."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise StartupError(self.last_error or "configure failed")
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise StartupError(self.last_error or "activate failed")
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            with self._stop.interruptible():
+                self._configure()
+        except StartupError as e:
+            self._release()
+            self.last_error = str(e)
+            if self.managed:  # unmanaged, main() prints it once and exits
+                self.get_logger().error(f"configure failed: {e}")
+            return TransitionCallbackReturn.FAILURE
+        self.last_error = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        v = self.values
+        try:
+            self.device = resolve_device(v["device"])
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        try:
+            path = ensure_checkpoint(v["checkpoint"], download=v["download"], log=self.get_logger().info)
+            model = load(path, device=self.device)
+        except (WeightsError, CheckpointError) as e:
+            raise StartupError(str(e)) from None
+        self.checkpoint_path = str(path)
+        self.variant = model.config.variant
+        runner = self._runner(model)
+        self.pipeline = DepthPipeline(runner, self.device)
+        self.get_logger().info(f"loaded ZoeD_{self.variant.upper()} from {path} on {self.device} "
+                               f"({runner.describe()})")
+        out_qos = _qos(v["qos.output_reliability"], v["qos.output_depth"])
+        self.outputs = (
+            self.create_publisher(Image, "depth/image", out_qos),
+            self.create_publisher(CameraInfo, "depth/camera_info", out_qos),
+            self.create_publisher(PointCloud2, "points", out_qos),
+            self.create_publisher(Image, "depth/colormap", out_qos),
+            self.create_publisher(messages.routing_type(), "routing", out_qos),
+        )
+
+    def _runner(self, model: ZoeDepth) -> DepthRunner:
+        """Precision and execution mode from the parameters; "auto" precision keeps only what passes the guard."""
+        mode = self.values["execution"]
+        mode = default_mode(self.device) if mode == "auto" else mode
+        if mode == "cuda_graph" and self.device.type != "cuda":
+            raise StartupError(f"execution cuda_graph needs a CUDA device; the node runs on {self.device}")
+        channels_last = self.values["channels_last"]
+        precision = self.values["precision"]
+        if precision == "auto":
+            if self.device.type != "cuda":
+                return DepthRunner(model, self.device, mode, channels_last)
+            candidates = ("bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp16",)
+            runner, reports = select_fast_mode(model, self.device, candidates, mode, channels_last,
+                                               pad_input=self.values["pad_input"], flip_aug=self.values["flip_aug"])
+            for r in reports:
+                self.get_logger().info(f"accuracy guard {r.mode}: {'passed' if r.passed else 'failed'} "
+                                       f"(mean relative depth difference {r.mean_rel_diff:.2e}, routing "
+                                       f"{'identical' if r.routing_identical else 'differs'}) {r.reason}")
+            return runner
+        return DepthRunner(set_precision(model, precision), self.device, mode, channels_last)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
+        self.pairer.clear()
+        self._subscriptions = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)]
+        if self.values["input_transport"] == "compressed":
+            topic = self.resolve_topic_name("image") + "/compressed"
+            self._subscriptions.append(self.create_subscription(CompressedImage, topic, self._on_compressed, in_qos))
+        else:
+            self._subscriptions.append(self.create_subscription(Image, "image", self._on_image, in_qos))
+        self._pairing_timer = self.create_timer(PAIRING_POLL_S, self._expire_pairs)
+        self.worker = FrameWorker(self._submit, self._publish_job, idle=self._maybe_warm_up).start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_work(STOP_TIMEOUT_S)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_work(STOP_TIMEOUT_S)
+        self._release()
+        self._stop.request()  # the process ends after a shutdown transition
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error during a transition from {state.label}; back to unconfigured")
+        self._stop_work(STOP_TIMEOUT_S)
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_work(self, timeout: float) -> bool:
+        """Stop the subscriptions and the worker threads; False if a frame is still in the model."""
+        for sub in self._subscriptions:
+            self.destroy_subscription(sub)
+        self._subscriptions = []
+        if self._pairing_timer is not None:
+            self.destroy_timer(self._pairing_timer)
+            self._pairing_timer = None
+        self.pairer.clear()
+        worker, self.worker = self.worker, None
+        if worker is None:
+            return True
+        self.replaced_before += worker.replaced
+        finished = worker.stop(timeout)
+        if not finished:
+            self.get_logger().warn(f"a frame was still in the model after {timeout:g} s; not waiting for it")
+        return finished
+
+    def _release(self) -> None:
+        """Free the model and the publishers (device memory goes back to the driver)."""
+        for pub in self.outputs:
+            self.destroy_publisher(pub)
+        self.outputs = ()
+        cuda = self.pipeline is not None and self.pipeline.cuda
+        self.pipeline = None
+        self.warmed.clear()
+        self.warmup_size = None
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    def close(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """End everything for process exit; False if a worker thread did not finish within ``timeout``."""
+        finished = self._stop_work(timeout)
+        if finished:
+            self._release()
+        return finished
+
+    # ------------------------------------------------------------------ input
+
+    def _drop(self, reason: str, message: str) -> None:
+        self.drops[reason] += 1
+        self._warn_throttled(reason, f"dropped frame: {message} (dropped {self.drops[reason]} so far)")
+
+    def _warn_throttled(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(key, -1e9) >= LOG_THROTTLE_S:
+            self._last_log[key] = now
+            self.get_logger().warn(message)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        now = time.monotonic()
+        self.input_times["camera_info"].append(now)
+        if self.values["warmup"] and self.warmup_size is None:
+            self._set_warmup_size(msg)
+        v = self.values
+        self._settle(self.pairer.add_info(_stamp_ns(msg.header), msg, now, v["camera_info_tolerance"]))
+
+    def _set_warmup_size(self, msg: CameraInfo) -> None:
+        """Warm up at the size of the images this CameraInfo describes (binning and ROI applied), if it is valid."""
+        try:
+            intrinsics = Intrinsics.from_camera_info(msg)
+            check_size(intrinsics.width, intrinsics.height)
+        except (CameraInfoError, ImageError) as e:
+            self._warn_throttled("warmup", f"not warming up for this CameraInfo: {e}")
+            return
+        self.warmup_size = (intrinsics.height, intrinsics.width)
+
+    def _expire_pairs(self) -> None:
+        if self.pairer.waiting:
+            v = self.values
+            self._settle(self.pairer.expire(time.monotonic(), v["camera_info_wait"], v["camera_info_tolerance"]))
+
+    def _wanted(self) -> bool:
+        if any(p.get_subscription_count() > 0 for p in self.outputs):
+            return True
+        self.skipped_idle += 1
+        return False
+
+    def _pair_image(self, image: RawImage) -> None:
+        v = self.values
+        self._settle(self.pairer.add_image(_stamp_ns(image.header), image, image.received, v["camera_info_wait"],
+                                           v["camera_info_tolerance"]))
+
+    def _settle(self, results: list[Paired[RawImage, CameraInfo] | Unpaired[RawImage]]) -> None:
+        for r in results:
+            if isinstance(r, Paired):
+                self._accept(r.image, r.info)
+            elif r.reason != "superseded":  # the latest-frame rule, counted by the pairer
+                topic = self.resolve_topic_name("camera_info")
+                self._drop(r.reason, f"{r.message} on {topic}")
+
+    def _accept(self, image: RawImage, info: CameraInfo) -> None:
+        try:
+            intrinsics = Intrinsics.from_camera_info(info)
+            intrinsics.check_image(image.raw.shape[1], image.raw.shape[0])
+        except CameraInfoError as e:
+            self._drop("bad_camera_info", str(e))
+            return
+        worker = self.worker
+        if worker is not None:
+            worker.put(PendingFrame(image.raw, image.encoding, image.header, info, intrinsics, image.received))
+
+    def _on_image(self, msg: Image) -> None:
+        now = time.monotonic()
+        self.input_times["image"].append(now)
+        if not self._wanted():
+            return
+        try:
+            raw = image_array_from_msg(msg)
+        except ImageError as e:
+            self._drop("bad_image", str(e))
+            return
+        self._pair_image(RawImage(raw, msg.encoding, msg.header, now))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        now = time.monotonic()
+        self.input_times["image"].append(now)
+        if not self._wanted():
+            return
+        try:
+            raw = decode_compressed(msg.format, msg.data)
+        except ImageError as e:
+            self._drop("bad_compressed", str(e))
+            return
+        self._pair_image(RawImage(raw, "rgb8", msg.header, now))
+
+    # ------------------------------------------------------------------ work (worker threads)
+
+    def _submit(self, frame: PendingFrame) -> tuple[InFlight, PendingFrame, Settings] | None:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return None
+        with self._frame_errors(frame):
+            settings = self.settings()
+            inflight = pipeline.submit(frame.raw, frame.encoding, frame.intrinsics, settings)
+            self.warmed.add(frame.raw.shape[:2])
+            return inflight, frame, settings
+        return None
+
+    def _maybe_warm_up(self) -> None:
+        size, pipeline = self.warmup_size, self.pipeline
+        if size is None or size in self.warmed or pipeline is None:
+            return
+        self.warmed.add(size)
+        s = self.settings()
+        t0 = time.monotonic()
+        try:
+            pipeline.runner.warmup(*size, pad_input=s.pad_input, flip_aug=s.flip_aug,
+                                   domain=ROUTING_TO_DOMAIN[s.routing])
+        except Exception as e:  # a failed warm-up must not stop the node; the first frame will try again
+            self.get_logger().warn(f"warm-up at {size[1]}x{size[0]} failed: {type(e).__name__}: {e}")
+            return
+        self.get_logger().info(f"warmed up for {size[1]}x{size[0]} ({pipeline.runner.describe()}) "
+                               f"in {time.monotonic() - t0:.1f} s")
+
+    def _publish_job(self, job: tuple[InFlight, PendingFrame, Settings]) -> None:
+        inflight, frame, settings = job
+        with self._frame_errors(frame):
+            self._publish(inflight.result(), frame, settings)
+
+    @contextmanager
+    def _frame_errors(self, frame: PendingFrame) -> Iterator[None]:
+        """Turns whatever one frame raises into a counted, throttled drop, so the threads survive anything."""
+        try:
+            yield
+        except (ImageError, CameraInfoError, ValueError) as e:
+            self._drop("bad_frame", str(e))
+        except torch.OutOfMemoryError:
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._drop("out_of_memory", f"out of memory on {self.device} for a {frame.raw.shape[1]}x"
+                       f"{frame.raw.shape[0]} image; consider output_scale or precision")
+        except Exception as e:
+            self._drop("error", f"{type(e).__name__}: {e}")
+            self.get_logger().debug(traceback.format_exc())
+
+    def _publish(self, result, frame: PendingFrame, settings: Settings) -> None:
+        outputs = self.outputs
+        if not outputs:  # cleaned up meanwhile
+            return
+        pub_depth, pub_info, pub_points, pub_colormap, pub_routing = outputs
+        header = frame.header
+        if pub_depth.get_subscription_count() > 0:
+            pub_depth.publish(messages.depth_image(result, header))
+        pub_info.publish(messages.depth_camera_info(result, header, frame.info))
+        if result.cloud is not None:
+            pub_points.publish(messages.point_cloud(result, header, settings.color))
+        if result.colormap is not None:
+            pub_colormap.publish(messages.colormap_image(result, header))
+        pub_routing.publish(messages.routing(result, header))
+        now = time.monotonic()
+        self.processed += 1
+        self.latencies.append(now - frame.received)
+        self.done_times.append(now)
+        self.last_domain = result.domain
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        rate = _rate(self.done_times)
+        lat = sorted(self.latencies)
+        pairing = self.pairer.stats
+        worker = self.worker
+        replaced = self.replaced_before + (worker.replaced if worker is not None else 0)
+        state = self._state_machine.current_state[1]
+        values = {
+            "state": state,
+            "frames processed": self.processed,
+            "rate (Hz)": f"{rate:.2f}",
+            "input rate image (Hz)": f"{_rate(self.input_times['image']):.2f}",
+            "input rate camera_info (Hz)": f"{_rate(self.input_times['camera_info']):.2f}",
+            "latency p50 (ms)": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "",
+            "latency max (ms)": f"{1e3 * lat[-1]:.1f}" if lat else "",
+            "dropped (newer frame arrived)": replaced + pairing.dropped.get("superseded", 0),
+            "skipped (no subscribers)": self.skipped_idle,
+            **{f"dropped ({reason})": n for reason, n in sorted(self.drops.items())},
+            "pairing exact": pairing.exact,
+            "pairing by tolerance": pairing.tolerance,
+            "pairing waited for camera_info": pairing.waited,
+            "pairing max wait (ms)": f"{1e3 * pairing.max_wait:.1f}",
+            "pairing waiting now": self.pairer.waiting,
+            "model": f"ZoeD_{self.variant.upper()}" if self.variant else "",
+            "checkpoint": self.checkpoint_path,
+            "device": str(self.device) if self.device is not None else "",
+            "precision": self.pipeline.runner.precision if self.pipeline is not None else "",
+            "execution": self.pipeline.runner.mode if self.pipeline is not None else "",
+            "routing": self.values["routing"],
+            "domain": self.last_domain,
+            **self._device_memory(),
+        }
+        if self.last_error:
+            values["last error"] = self.last_error
+        errors = sum(n for r, n in self.drops.items() if r in ("error", "out_of_memory"))
+        if state != "active":
+            level, message = DiagnosticStatus.WARN, f"{state}" + (f": {self.last_error}" if self.last_error else "")
+        else:
+            level = DiagnosticStatus.WARN if errors or self.drops else DiagnosticStatus.OK
+            message = f"{self.processed} frames, {rate:.1f} Hz" + (", frames dropped" if self.drops else "")
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: ZoeDepth", hardware_id=str(self.device or ""),
+            message=message, values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def _device_memory(self) -> dict[str, str]:
+        if self.device is None or self.device.type != "cuda":
+            return {}
+        mib = 1 << 20
+        return {"device memory allocated (MiB)": f"{torch.cuda.memory_allocated(self.device) / mib:.0f}",
+                "device memory reserved (MiB)": f"{torch.cuda.memory_reserved(self.device) / mib:.0f}",
+                "device memory peak (MiB)": f"{torch.cuda.max_memory_allocated(self.device) / mib:.0f}"}
