@@ -27,10 +27,10 @@ def test_defaults_are_valid_and_every_parameter_is_described():
     ("routing", "sideways", "routing must be one of auto, indoor, outdoor"),
     ("device", "gpu", "device 'gpu' is not valid"),
     ("device", 3, "device must be a string, got 3"),
-    ("point_cloud.decimation", 0, "point_cloud.decimation must be >= 1"),
+    ("point_cloud.decimation", 0, "point_cloud.decimation must be an integer in [1, 32], got 0"),
     ("point_cloud.decimation", 1.5, "must be an integer in [1, 32], got 1.5"),
     ("max_depth", "abc", "max_depth must be a number in [0, 1000], got 'abc'"),
-    ("output_scale", 2.0, "output_scale must be <= 1.0"),
+    ("output_scale", 2.0, "output_scale must be a number in [0.05, 1], got 2.0"),
     ("pad_input", "yes", "pad_input must be a bool (true or false)"),
 ])
 def test_bad_values_are_named(name, value, reason):

@@ -107,11 +107,6 @@ def _rate(times: deque[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def _ros_value(value: Any) -> str:
-    """A parameter value as the user wrote it on the command line (true, 5, abc)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 class ZoeDepthNode(LifecycleNode):
     """Args:
     managed: a lifecycle manager drives the transitions (else ``start()`` configures and activates at once).
@@ -169,7 +164,7 @@ class ZoeDepthNode(LifecycleNode):
                 continue
             reason = p.check(given.value)
             if reason is not None:
-                reasons.append(f"{p.name}:={_ros_value(given.value)} is refused: {reason}")
+                reasons.append(reason)
             elif isinstance(p.default, float) and type(given.value) is int:
                 overrides[p.name] = Parameter(p.name, Parameter.Type.DOUBLE, float(given.value))
         if reasons:

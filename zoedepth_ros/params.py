@@ -35,10 +35,8 @@ class Param:
             return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
         if self.pattern is not None and not self.pattern.match(value):
             return f"{self.name} {value!r} is not valid ({self.description.split(':')[0]})"
-        if self.low is not None and value < self.low:
-            return f"{self.name} must be >= {self.low}, got {value}"
-        if self.high is not None and value > self.high:
-            return f"{self.name} must be <= {self.high}, got {value}"
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            return f"{self.name} must be {self.allowed()}, got {value}"
         return None
 
     def allowed(self) -> str:
