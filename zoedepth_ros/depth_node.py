@@ -58,6 +58,7 @@ LOG_THROTTLE_S = 5.0
 PAIRING_POLL_S = 0.02  # how often waiting images are checked against camera_info_wait
 STOP_TIMEOUT_S = 1.5  # how long shutdown waits for a frame still in the model before exiting without it
 RATE_WINDOW = 50
+CAMERA_INFO_DEPTH = 10  # CameraInfos are tiny: a deeper queue keeps a busy executor from losing one before pairing
 ROS_OWN_PARAMS = ("use_sim_time", "start_type_description_service")  # declared by rclpy itself
 
 
@@ -143,6 +144,7 @@ class ZoeDepthNode(LifecycleNode):
         self.done_times: deque[float] = deque(maxlen=100)
         self.input_times: dict[str, deque[float]] = {"image": deque(maxlen=RATE_WINDOW),
                                                      "camera_info": deque(maxlen=RATE_WINDOW)}
+        self.received: Counter[str] = Counter()
         self.last_domain = ""
         self._last_log: dict[str, float] = {}
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -278,7 +280,8 @@ class ZoeDepthNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
         self.pairer.clear()
-        self._subscriptions = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)]
+        info_qos = _qos(self.values["qos.input_reliability"], max(self.values["qos.input_depth"], CAMERA_INFO_DEPTH))
+        self._subscriptions = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos)]
         if self.values["input_transport"] == "compressed":
             topic = self.resolve_topic_name("image") + "/compressed"
             self._subscriptions.append(self.create_subscription(CompressedImage, topic, self._on_compressed, in_qos))
@@ -361,6 +364,7 @@ class ZoeDepthNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         now = time.monotonic()
         self.input_times["camera_info"].append(now)
+        self.received["camera_info"] += 1
         if self.values["warmup"] and self.warmup_size is None:
             self._set_warmup_size(msg)
         v = self.values
@@ -414,6 +418,7 @@ class ZoeDepthNode(LifecycleNode):
     def _on_image(self, msg: Image) -> None:
         now = time.monotonic()
         self.input_times["image"].append(now)
+        self.received["image"] += 1
         if not self._wanted():
             return
         try:
@@ -426,6 +431,7 @@ class ZoeDepthNode(LifecycleNode):
     def _on_compressed(self, msg: CompressedImage) -> None:
         now = time.monotonic()
         self.input_times["image"].append(now)
+        self.received["image"] += 1
         if not self._wanted():
             return
         try:
@@ -518,6 +524,8 @@ class ZoeDepthNode(LifecycleNode):
             "state": state,
             "frames processed": self.processed,
             "rate (Hz)": f"{rate:.2f}",
+            "images received": self.received["image"],
+            "camera_infos received": self.received["camera_info"],
             "input rate image (Hz)": f"{_rate(self.input_times['image']):.2f}",
             "input rate camera_info (Hz)": f"{_rate(self.input_times['camera_info']):.2f}",
             "latency p50 (ms)": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "",
