@@ -125,3 +125,27 @@ def test_signal_during_start_up_exits_0(ros, tiny_checkpoint, tmp_path, delay):
     assert code == 0, log.read_text()
     assert seconds < IDLE_LIMIT_S, f"took {seconds:.2f} s"
     assert_clean(log)
+
+
+def test_signal_while_downloading_the_weights_exits_0(ros, tmp_path, tiny_checkpoint):
+    """Start-up stuck in the first-use download of an official checkpoint (a server that stalls)."""
+    from helpers_http import CheckpointServer, Stall
+
+    data = tiny_checkpoint("nk").read_bytes()
+    with CheckpointServer() as server:
+        server.add("ZoeD_M12_NK.pt", data, Stall(after=len(data) // 3, seconds=30))
+        env = {**ros, "ZOEDEPTH_ROS_CACHE": str(tmp_path / "cache"), "ZOEDEPTH_ROS_BASE_URL": server.url}
+        log = tmp_path / "node.log"
+        proc = start_python_module("zoedepth_ros.node", ros_args({"checkpoint": "ZoeD_M12_NK", "device": "cpu"}),
+                                   env, log)
+        deadline = time.monotonic() + 60
+        while "downloading ZoeD_M12_NK" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside the stalled transfer
+        code, seconds = signal_and_time(proc, [signal.SIGINT, signal.SIGINT])
+    assert code == 0, log.read_text()
+    assert seconds < IDLE_LIMIT_S, f"took {seconds:.2f} s"
+    assert_clean(log)
+    assert (tmp_path / "cache" / "ZoeD_M12_NK.pt.part").exists()  # kept, to be resumed next time
+    assert not (tmp_path / "cache" / "ZoeD_M12_NK.pt").exists()

@@ -43,15 +43,7 @@ from .params import BY_NAME, PARAMS, validate
 from .pipeline import ROUTING_TO_DOMAIN, DepthPipeline, InFlight, Settings
 from .runtime import DepthRunner, default_mode
 from .signals import StopSignals
-from .weights import WeightsError
-
-try:  # TEMP until weights.ensure_checkpoint lands
-    from .weights import ensure_checkpoint
-except ImportError:
-    from .weights import resolve_checkpoint
-
-    def ensure_checkpoint(spec, download=True, log=None):
-        return resolve_checkpoint(spec)
+from .weights import WeightsError, ensure_checkpoint
 from .worker import FrameWorker
 
 LOG_THROTTLE_S = 5.0
