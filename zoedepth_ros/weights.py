@@ -24,7 +24,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ __all__ = [
     "WeightsError",
     "cache_dir",
     "checkpoint_path",
+    "ensure_checkpoint",
     "fetch",
     "list_checkpoints",
     "recorded_sha256",
@@ -232,12 +234,32 @@ def _write_sidecar(path: Path, sha: str) -> None:
 
 
 class _AttemptFailed(Exception):
-    """One request ended early. ``restart`` means the partial file is useless and must be discarded."""
+    """One request ended early. ``restart`` means the partial file is useless and must be discarded.
 
-    def __init__(self, reason: str, *, restart: bool = False) -> None:
+    ``cause`` is the network exception behind it, if any, so a final failure can tell "no network" apart.
+    """
+
+    def __init__(self, reason: str, *, restart: bool = False, cause: BaseException | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.restart = restart
+        self.cause = cause
+
+
+class _UnreachableError(WeightsError):
+    """The download gave up because the server could not be reached (no network, DNS, refused, timeout).
+
+    A subclass so that :func:`ensure_checkpoint` can add offline advice; the message is the usual one.
+    """
+
+
+def _is_unreachable(error: BaseException | None) -> bool:
+    """True for connection-level failures (DNS, refused, unreachable, timeout), not for HTTP/protocol ones."""
+    if isinstance(error, urllib.error.HTTPError):
+        return False
+    if isinstance(error, urllib.error.URLError):
+        error = error.reason if isinstance(error.reason, BaseException) else None
+    return isinstance(error, OSError)  # socket.gaierror, ConnectionError, TimeoutError, socket.timeout
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -258,8 +280,21 @@ class _Downloader:
     front, which is far cheaper than downloading it again).
     """
 
-    def __init__(self, url: str, part: Path, *, desc: str, progress: bool, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        part: Path,
+        *,
+        desc: str,
+        progress: bool,
+        timeout: float,
+        on_progress: Callable[[int, int | None], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> None:
         self.url, self.part, self.desc, self.progress, self.timeout = url, part, desc, progress, timeout
+        # Hooks for callers that log instead of drawing a bar: (bytes so far, total or None) once when a
+        # response starts and after every chunk; on_note gets each retry message.
+        self.on_progress, self.on_note = on_progress, on_note
         self.digest = hashlib.sha256()
         self.written = 0
         self.total: int | None = None  # file size the server announced first; a change means a new file
@@ -294,16 +329,15 @@ class _Downloader:
                 except _AttemptFailed as e:
                     if e.restart:
                         self.discard()
-                    reason = e.reason
+                    reason, cause = e.reason, e.cause
                 if self.written > best:
                     best, failures = self.written, 0
                 else:
                     failures += 1
                 if failures > retries:
                     kept = f"; {self.written} bytes kept in {self.part} to resume" if self.written else ""
-                    raise WeightsError(
-                        f"download of {self.url} failed after {retries} retries: {reason}{kept}"
-                    )
+                    error = _UnreachableError if _is_unreachable(cause) else WeightsError
+                    raise error(f"download of {self.url} failed after {retries} retries: {reason}{kept}")
                 delay = min(backoff * 2 ** max(failures - 1, 0), MAX_BACKOFF)
                 self._note(f"{self.desc}: {reason}; retrying from byte {self.written} in {delay:.0f} s")
                 sleep(delay)
@@ -313,7 +347,10 @@ class _Downloader:
 
     def _note(self, message: str) -> None:
         """Tell a watching user why the bar stalls; stay silent when progress output is off."""
-        _log.info(message)
+        if self.on_note is not None:  # the caller logs it (with its own logger): no duplicate line here
+            self.on_note(message)
+        else:
+            _log.info(message)
         if self.bar is not None:
             self.bar.write(message, file=sys.stderr)
 
@@ -341,7 +378,7 @@ class _Downloader:
         except ValueError as e:  # malformed URL
             raise WeightsError(f"cannot download {self.url!r}: {e}") from None
         except _NETWORK_ERRORS as e:
-            raise _AttemptFailed(f"{type(e).__name__}: {e}") from None
+            raise _AttemptFailed(f"{type(e).__name__}: {e}", cause=e) from None
 
     def _attempt(self) -> None:
         """One request; returns when the file is complete, raises _AttemptFailed otherwise."""
@@ -372,6 +409,8 @@ class _Downloader:
             weak = etag is not None and etag.startswith("W/")  # weak ETags are not allowed in If-Range
             self.validator = (etag if etag and not weak else None) or response.headers.get("Last-Modified")
             self._update_bar(total)
+            if self.on_progress is not None:
+                self.on_progress(self.written, self.total)
             received = self._stream(response)
         # http.client reports a connection closed early as a normal end of stream: count the bytes.
         if length is not None and received < length:
@@ -387,7 +426,7 @@ class _Downloader:
                 try:  # read1: one socket read, so a timeout loses nothing already received
                     chunk = response.read1(CHUNK_SIZE)
                 except _NETWORK_ERRORS as e:
-                    raise _AttemptFailed(f"{type(e).__name__}: {e}") from None
+                    raise _AttemptFailed(f"{type(e).__name__}: {e}", cause=e) from None
                 if not chunk:
                     return received
                 f.write(chunk)
@@ -396,6 +435,8 @@ class _Downloader:
                 received += len(chunk)
                 if self.bar is not None:
                     self.bar.update(len(chunk))
+                if self.on_progress is not None:
+                    self.on_progress(self.written, self.total)
 
     def _update_bar(self, total: int | None) -> None:
         if not self.progress:
@@ -475,6 +516,8 @@ def fetch(
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
     backoff: float = DEFAULT_BACKOFF,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Path:
     """Download an official checkpoint into the cache (resuming a partial one) and return its path.
 
@@ -482,7 +525,8 @@ def fetch(
     ``sha256`` (or the hash recorded by an earlier download); a rejected download is deleted. An
     already cached file is returned without a download unless ``force``; with ``sha256`` it is hashed
     and must match. ``base_url`` (else ``$ZOEDEPTH_ROS_BASE_URL``) replaces the GitHub release URL,
-    for mirrors and tests.
+    for mirrors and tests. ``on_progress(bytes_so_far, total_or_None)`` and ``on_note(retry_message)`` let a
+    caller report progress as log lines instead of (or besides) the tqdm bar.
     """
     release = resolve_name(name)
     pin = _normalise_sha(sha256) if sha256 else None
@@ -504,7 +548,9 @@ def fetch(
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise WeightsError(f"download URL {url!r} must start with http:// or https:// (check --base-url / "
                            f"${BASE_URL_ENV})")
-    downloader = _Downloader(url, part, desc=release.filename, progress=progress, timeout=timeout)
+    downloader = _Downloader(
+        url, part, desc=release.filename, progress=progress, timeout=timeout, on_progress=on_progress, on_note=on_note
+    )
     digest, _ = downloader.run(retries=retries, backoff=backoff)
 
     try:
@@ -619,4 +665,179 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
     path = checkpoint_path(release)
     if not path.is_file():
         raise WeightsError(_missing_message(release, path))
+    return path
+
+
+# ------------------------------------------------------------------------------------- first use
+
+PROGRESS_STEPS = 10  # a progress line every 1/PROGRESS_STEPS of the file (every 10 %)
+PROGRESS_MIN_INTERVAL = 10.0  # seconds; a fast link must not flood the log with a line per 10 %
+PROGRESS_MAX_SILENCE = 60.0  # seconds; a slow link still shows that it is alive
+
+
+def _bytes_text(n: int) -> str:
+    """Decimal units, like the ``~1.4 GB`` in the other messages."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+class _ProgressLog:
+    """Turns the downloader's per-chunk callbacks into a few plain log lines (a node log has no tty for tqdm).
+
+    The opening line waits for the first response so it can give the size the server announced; when the
+    server cannot be reached at all it is written, with the approximate size, before the first retry note.
+    """
+
+    def __init__(
+        self,
+        release: ReleaseCheckpoint,
+        url: str,
+        dest: Path,
+        log: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.release, self.url, self.dest, self.log, self.clock = release, url, dest, log, clock
+        self.announced = False
+        self.finished = False
+        self.t0 = self.last_t = 0.0
+        self.first_bytes = 0
+        self.last_step = 0
+
+    def _announce(self, written: int, total: int | None) -> None:
+        size = _bytes_text(total) if total else f"~{_bytes_text(self.release.approx_size)}"
+        resume = f", resuming at {_bytes_text(written)}" if written else ""
+        self.log(f"downloading {self.release.name} ({size}{resume}) from {self.url} to {self.dest}")
+        self.announced = True
+        self.t0 = self.last_t = self.clock()
+        self.first_bytes = written
+
+    def _step(self, written: int, total: int | None) -> int:
+        return written * PROGRESS_STEPS // total if total else 0  # integers: 0.3 / 0.1 is 2.9999...
+
+    def progress(self, written: int, total: int | None) -> None:
+        now = self.clock()
+        if not self.announced:
+            self._announce(written, total)
+            self.last_step = self._step(written, total)
+            return
+        step = self._step(written, total)
+        if step < self.last_step:  # the partial file was discarded and the download restarted
+            self.last_step = step
+        elapsed = max(now - self.t0, 1e-9)
+        rate = max(written - self.first_bytes, 0) / elapsed
+        if total and written >= total:
+            if not self.finished:
+                self.finished = True
+                self.log(
+                    f"downloaded {self.release.name}: {_bytes_text(written)} in {elapsed:.0f} s "
+                    f"({_bytes_text(int(rate))}/s); verifying it"
+                )
+            return
+        due_step = step > self.last_step and now - self.last_t >= PROGRESS_MIN_INTERVAL
+        if not due_step and now - self.last_t < PROGRESS_MAX_SILENCE:
+            return
+        self.last_t, self.last_step = now, step
+        if total:
+            self.log(
+                f"{self.release.name}: {100 * written / total:.0f} % ({_bytes_text(written)} of "
+                f"{_bytes_text(total)}, {_bytes_text(int(rate))}/s)"
+            )
+        else:
+            self.log(f"{self.release.name}: {_bytes_text(written)} so far ({_bytes_text(int(rate))}/s)")
+
+    def note(self, message: str) -> None:
+        if not self.announced:
+            self._announce(0, None)
+        self.log(message)
+
+
+def _offline_advice(release: ReleaseCheckpoint, dest: Path) -> str:
+    return (
+        f"To install it without network here, run `{FETCH_COMMAND} {release.name}` on a machine with network "
+        f"access and copy the file (~{release.approx_size / 1e9:.1f} GB) to exactly {dest} (on this machine "
+        f"`zoedepth-ros-weights path {release.name}` prints that path), or set the `checkpoint` parameter to the "
+        "path of a .pt file."
+    )
+
+
+@contextmanager
+def _download_lock(dest: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Serialise first-use downloads of one file across processes (two nodes started together share a cache)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as with the CLI
+        yield
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(f".{dest.name}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is downloading {dest.name}; waiting for it to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_checkpoint(
+    spec: str | os.PathLike[str],
+    *,
+    download: bool = True,
+    log: Callable[[str], None] | None = None,
+    base_url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = DEFAULT_BACKOFF,
+) -> Path:
+    """:func:`resolve_checkpoint`, except that an official name not cached yet is fetched on first use.
+
+    So that a first run needs no separate ``fetch`` step: the download is the verified :func:`fetch`
+    (hash recorded, resumable; ``base_url`` else ``$ZOEDEPTH_ROS_BASE_URL``), reported through ``log``
+    (default: this module's logger) as a few plain lines. With ``download=False``, or when the server cannot
+    be reached, the WeightsError says how to install the file offline and the exact cache path it needs.
+    """
+    report = log if log is not None else _log.info
+    text = os.fspath(spec).strip()
+    release = None
+    if text and not Path(text).expanduser().exists():
+        try:
+            release = resolve_name(text)
+        except WeightsError:
+            release = None  # not an official name: resolve_checkpoint explains what is wrong with it
+    if release is None or checkpoint_path(release).is_file():
+        return resolve_checkpoint(spec)
+
+    dest = checkpoint_path(release)
+    if not download:
+        raise WeightsError(
+            f"checkpoint {release.name} is not cached (looked for {dest}) and downloading is off "
+            f"(`download: false`). {_offline_advice(release, dest)} Or set `download: true` to fetch it on first use."
+        )
+    url = release.url_for(base_url or os.environ.get(BASE_URL_ENV))
+    with _download_lock(dest, report):
+        if dest.is_file():  # another process finished it while this one waited for the lock
+            report(f"{release.name} was downloaded by another process: {dest}")
+            return dest
+        reporter = _ProgressLog(release, url, dest, report)
+        try:
+            path = fetch(
+                release,
+                base_url=base_url,
+                progress=False,
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+                on_progress=reporter.progress,
+                on_note=reporter.note,
+            )
+        except _UnreachableError as e:
+            raise WeightsError(
+                f"checkpoint {release.name} is not cached and its server cannot be reached (no network?): {e}. "
+                f"{_offline_advice(release, dest)} A reachable mirror can be set with ${BASE_URL_ENV}."
+            ) from e
+    report(f"verified {release.name}: variant '{release.variant}', sha256 {recorded_sha256(path)}; saved to {path}")
     return path
