@@ -15,7 +15,9 @@ setup(
     # torch is pinned by the installer (scripts/setup.sh): an unpinned torch here would pull CUDA wheels.
     install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "Pillow"],
     extras_require={
-        "test": ["pytest<8.4", "ruff", "transformers==4.57.6"],
+        # pytest < 8.4: launch_pytest / launch_testing break with 8.4 (ros2/launch#947); pytest-timeout fails
+        # a hung ROS test instead of letting it block CI.
+        "test": ["pytest<8.4", "pytest-timeout", "ruff", "transformers==4.57.6"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -26,9 +28,11 @@ setup(
     entry_points={
         "console_scripts": [
             "zoedepth_node = zoedepth_ros.node:main",
+            "zoedepth_demo_camera = zoedepth_ros.demo_camera:main",
             "zoedepth-ros-weights = zoedepth_ros.tools.weights:main",
             "zoedepth-ros-eval = zoedepth_ros.tools.evaluate:main",
             "zoedepth-ros-bench = zoedepth_ros.tools.bench:main",
+            "zoedepth-ros-demo = zoedepth_ros.tools.demo:main",
         ],
     },
 )

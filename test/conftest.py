@@ -31,3 +31,10 @@ def rgb() -> torch.Tensor:
     a = torch.stack([xs, ys, 0.5 + 0.5 * torch.sin(6 * xs * ys)])
     b = torch.stack([1 - ys, 0.3 + 0.4 * xs, 0.5 + 0.5 * torch.cos(5 * xs + 2 * ys)])
     return torch.stack([a, b]).clamp(0, 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the marks of optional plugins (pytest-timeout, launch_pytest), so that where one is missing its
+    tests still collect (and skip with their reason) without unknown-mark warnings."""
+    config.addinivalue_line("markers", "timeout(seconds): fail the test after that long (pytest-timeout)")
+    config.addinivalue_line("markers", "launch(fixture): a launch_pytest test (the ROS 2 launch tools)")

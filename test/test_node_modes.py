@@ -8,13 +8,14 @@ import sys
 
 import numpy as np
 import pytest
+import test_node_dds
 import torch
-
-pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is needed for the node tests")
 from ros_graph import REPO, isolated_ros_env, start_node, stop_node
 from test_node_dds import DOMAIN_ID, Graph, diagnostics, rgb_image
 
 from zoedepth_ros.model import load, set_precision
+
+pytestmark = test_node_dds.pytestmark  # skipped, with the reason, where test_node_dds is
 
 DOMAIN = DOMAIN_ID + 2  # its own domain: never sees the other modules' nodes
 

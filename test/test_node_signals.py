@@ -71,14 +71,22 @@ def running_node(env, tiny_checkpoint, tmp_path):
     return proc, graph, log
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGINT, signal.SIGINT], [signal.SIGTERM], [signal.SIGINT]],
-                         ids=["double-sigint", "sigterm", "sigint"])
-def test_idle_node_exits_0_quickly(ros, tiny_checkpoint, tmp_path, signals):
+IDLE_CASES = {  # signals and the gap between them (s); a second SIGINT 0.2-0.4 s later once killed it with -2
+    "sigint": ([signal.SIGINT], 0.0),
+    "sigterm": ([signal.SIGTERM], 0.0),
+    "double-sigint": ([signal.SIGINT, signal.SIGINT], 0.05),
+    "sigint-0.3s-sigint": ([signal.SIGINT, signal.SIGINT], 0.3),
+    "sigint-0.6s-sigterm": ([signal.SIGINT, signal.SIGTERM], 0.6),
+}
+
+
+@pytest.mark.parametrize(("signals", "gap"), IDLE_CASES.values(), ids=IDLE_CASES.keys())
+def test_idle_node_exits_0_quickly(ros, tiny_checkpoint, tmp_path, signals, gap):
     proc, graph, log = running_node(ros, tiny_checkpoint, tmp_path)
     try:
         graph.request(rgb_image(0), 1_700_000_600_000_000_000)  # it did work before going idle
         graph.spin(0.5)
-        code, seconds = signal_and_time(proc, signals)
+        code, seconds = signal_and_time(proc, signals, gap)
     finally:
         graph.close()
     assert code == 0, log.read_text()
@@ -105,7 +113,7 @@ def test_busy_node_exits_0_within_3_s(ros, tiny_checkpoint, tmp_path):
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
         time.sleep(1.0)
-        code, seconds = signal_and_time(proc, [signal.SIGINT, signal.SIGINT])
+        code, seconds = signal_and_time(proc, [signal.SIGINT, signal.SIGINT], 0.3)
     finally:
         stop.set()
         time.sleep(0.1)
@@ -115,13 +123,13 @@ def test_busy_node_exits_0_within_3_s(ros, tiny_checkpoint, tmp_path):
     assert_clean(log)
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
-def test_signal_during_start_up_exits_0(ros, tiny_checkpoint, tmp_path, delay):
+@pytest.mark.parametrize(("delay", "gap"), [(0.3, 0.05), (1.5, 0.3), (3.0, 0.2)])
+def test_signal_during_start_up_exits_0(ros, tiny_checkpoint, tmp_path, delay, gap):
     """Whatever the node is doing then: importing torch, initialising rclpy, loading the model or warming up."""
     log = tmp_path / "node.log"
     proc = start(ros, tiny_checkpoint("nk"), log)
     time.sleep(delay)
-    code, seconds = signal_and_time(proc, [signal.SIGINT, signal.SIGINT])
+    code, seconds = signal_and_time(proc, [signal.SIGINT, signal.SIGINT], gap)
     assert code == 0, log.read_text()
     assert seconds < IDLE_LIMIT_S, f"took {seconds:.2f} s"
     assert_clean(log)

@@ -9,7 +9,7 @@ during start-up into an RCLError traceback. So our executables install these han
 - while spinning, a signal only sets ``requested``; the spin loop sees it within one ``spin_once`` timeout;
 - inside ``interruptible()`` (start-up: loading, downloading, configuring), a signal raises :class:`Interrupted`,
   which is a ``BaseException`` so that no ``except Exception`` on the way swallows it;
-- once shutdown has begun, further signals are counted and otherwise ignored.
+- once shutdown has begun, further signals are ignored.
 """
 
 from __future__ import annotations
@@ -59,9 +59,15 @@ class StopSignals:
         return self._event.wait(timeout)
 
     def stopping(self) -> None:
-        """Shutdown has begun: from now on signals are ignored, whatever phase the code is in."""
+        """Shutdown has begun: from now on signals are ignored, whatever phase the code is in.
+
+        Ignored by the OS, not just by our handler: interpreter finalisation (slow with torch loaded) puts the
+        default handlers back, and a second SIGINT arriving then would still kill the process with -2.
+        """
         self._stopping = True
         self._event.set()
+        for sig in HANDLED:
+            signal.signal(sig, signal.SIG_IGN)
 
     @contextmanager
     def interruptible(self) -> Iterator[None]:
