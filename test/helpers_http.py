@@ -2,7 +2,8 @@
 
 Each served path has a queue of faults; every GET pops the next one, so a test can say "the first
 request drops the connection after 1000 body bytes, the second one succeeds" and then check which
-requests the client made.
+requests the client made. Faults: Drop (close early), Stall (go silent), Trickle (a byte at a time),
+Page (an HTML page instead of the file), Status (a bare HTTP error).
 """
 
 from __future__ import annotations
@@ -34,10 +35,30 @@ class Stall:
 
 
 @dataclass(frozen=True)
+class Trickle:
+    """Send ``after`` body bytes at once, then one byte every ``interval`` seconds (a link that is slow to the
+    point of uselessness, yet never silent long enough for a per-read timeout); stops when the client hangs up."""
+
+    after: int
+    interval: float
+
+
+@dataclass(frozen=True)
+class Page:
+    """Answer 200 with ``body`` instead of the file, whatever the Range (a login page, a proxy's error page)."""
+
+    body: bytes = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Sign in</body></html>\n"
+    content_type: str = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True)
 class Status:
     """Answer with a bare HTTP error status (e.g. 503) instead of the file."""
 
     code: int
+
+
+Fault = Drop | Stall | Trickle | Page | Status
 
 
 @dataclass(frozen=True)
@@ -55,8 +76,10 @@ class CheckpointServer:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
-        self.faults: dict[str, list[Drop | Stall | Status]] = {}
+        self.faults: dict[str, list[Fault]] = {}
         self.honour_range = True
+        self.send_length = True  # False: no Content-Length (the body ends when the connection closes)
+        self.content_type = "application/octet-stream"  # of the files (a misconfigured mirror may say text/html)
         self.redirects: dict[str, str] = {}  # name -> path to send a 302 to (like GitHub release assets)
         self.requests: list[Served] = []
         self._lock = threading.Lock()
@@ -71,12 +94,12 @@ class CheckpointServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def add(self, name: str, data: bytes, *faults: Drop | Stall | Status) -> None:
+    def add(self, name: str, data: bytes, *faults: Fault) -> None:
         with self._lock:
             self.files[name] = data
             self.faults[name] = list(faults)
 
-    def next_fault(self, name: str) -> Drop | Stall | Status | None:
+    def next_fault(self, name: str) -> Fault | None:
         with self._lock:
             queue = self.faults.get(name)
             return queue.pop(0) if queue else None
@@ -123,6 +146,14 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(fault, Status):
             self._bare(owner, name, fault.code, {})
             return
+        if isinstance(fault, Page):
+            owner.record(Served(name, self.headers.get("Range"), 200, len(fault.body)))
+            self.send_response(200)
+            self.send_header("Content-Type", fault.content_type)
+            self.send_header("Content-Length", str(len(fault.body)))
+            self.end_headers()
+            self.wfile.write(fault.body)
+            return
 
         start, end, status = 0, len(data) - 1, 200
         etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
@@ -141,14 +172,32 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start : end + 1]
 
         self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", owner.content_type)
+        if owner.send_length:
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
 
+        if isinstance(fault, Trickle):
+            owner.record(Served(name, requested, status, fault.after))
+            self.close_connection = True
+            try:
+                self.wfile.write(body[: fault.after])
+                self.wfile.flush()
+                for i in range(fault.after, len(body)):
+                    if owner._stop.wait(fault.interval):
+                        return
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+            except OSError:  # the client gave up and closed the connection: what the fault is there to provoke
+                return
+            return
         if isinstance(fault, Drop | Stall):
             sent = body[: fault.after]
             owner.record(Served(name, requested, status, len(sent)))

@@ -13,6 +13,7 @@ lazily, when a file is actually verified, so listing and resolving paths stay ch
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
@@ -62,6 +63,10 @@ PART_SUFFIX = ".part"
 SHA_SUFFIX = ".sha256"
 
 DEFAULT_TIMEOUT = 60.0  # seconds per connect / per socket read, not for the whole download
+# No progress for this long, across reconnects, ends a download: twice the read timeout, so a dead connection is
+# reconnected once before the stall gives up, while a server trickling a byte at a time cannot hold on forever.
+DEFAULT_STALL_TIMEOUT = 120.0
+STALL_MIN_BYTES = 64 * 1024  # what counts as progress within one stall_timeout (a trickle below it is a stall)
 DEFAULT_RETRIES = 5  # consecutive failed attempts without new bytes before giving up
 DEFAULT_BACKOFF = 1.0  # first retry delay in seconds; doubles per consecutive failure
 MAX_BACKOFF = 30.0
@@ -75,6 +80,8 @@ _NETWORK_ERRORS = (
     urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout,
 )
 _RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_SNIFF_BYTES = 64  # enough for "<!DOCTYPE html" after a BOM and some white space
 
 
 class WeightsError(RuntimeError):
@@ -278,6 +285,11 @@ class _Downloader:
     Invariant: ``self.digest`` and ``self.written`` describe exactly the bytes in the partial file, so
     the finished file never needs a second pass to hash (an existing partial file is hashed once, up
     front, which is far cheaper than downloading it again).
+
+    Two limits keep a bad link from holding a caller forever (the socket timeout alone is per read, so a
+    server trickling a byte every few seconds would never trip it): ``stall_timeout`` ends the download when
+    fewer than ``STALL_MIN_BYTES`` arrived in that many seconds, across reconnects (the clock starts with the
+    first answer, so an unreachable server is still reported as such), and ``deadline`` bounds the whole run.
     """
 
     def __init__(
@@ -288,10 +300,17 @@ class _Downloader:
         desc: str,
         progress: bool,
         timeout: float,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        deadline: float | None = None,
         on_progress: Callable[[int, int | None], None] | None = None,
         on_note: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url, self.part, self.desc, self.progress, self.timeout = url, part, desc, progress, timeout
+        for name, value in (("stall_timeout", stall_timeout), ("deadline", deadline)):
+            if value is not None and not value > 0:
+                raise WeightsError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.stall_timeout, self.deadline, self.clock = stall_timeout, deadline, clock
         # Hooks for callers that log instead of drawing a bar: (bytes so far, total or None) once when a
         # response starts and after every chunk; on_note gets each retry message.
         self.on_progress, self.on_note = on_progress, on_note
@@ -300,6 +319,13 @@ class _Downloader:
         self.total: int | None = None  # file size the server announced first; a change means a new file
         self.validator: str | None = None  # ETag / Last-Modified of what we are resuming, for If-Range
         self.bar = None
+        self.received = 0  # body bytes received in this run, restarts included: what the stall watch counts
+        self.answered = False  # a 200/206 came back at least once: from then on a silence is a stall
+        self.stall_since = 0.0  # clock of the last real progress (STALL_MIN_BYTES) and self.received then
+        self.stall_received = 0
+        self.deadline_at: float | None = None
+        self.restart_noted = False
+        self.had_validator = False  # the last request carried If-Range
         if part.exists():
             with open(part, "rb") as f:
                 while chunk := f.read(CHUNK_SIZE):
@@ -316,11 +342,13 @@ class _Downloader:
         """Download until complete; returns (sha256 hex, size).
 
         Gives up after ``retries`` consecutive attempts that brought no new bytes (a connection that
-        keeps dropping but makes progress is followed to the end). The partial file is kept on failure
-        so the next run resumes it.
+        keeps dropping but makes progress is followed to the end), on a stall or past the deadline. The
+        partial file is kept on failure so the next run resumes it.
         """
         failures = 0
         best = self.written
+        self.deadline_at = None if self.deadline is None else self.clock() + self.deadline
+        cause: BaseException | None = None
         try:
             while True:
                 try:
@@ -330,6 +358,7 @@ class _Downloader:
                     if e.restart:
                         self.discard()
                     reason, cause = e.reason, e.cause
+                self._check_limits(cause)
                 if self.written > best:
                     best, failures = self.written, 0
                 else:
@@ -339,11 +368,68 @@ class _Downloader:
                     error = _UnreachableError if _is_unreachable(cause) else WeightsError
                     raise error(f"download of {self.url} failed after {retries} retries: {reason}{kept}")
                 delay = min(backoff * 2 ** max(failures - 1, 0), MAX_BACKOFF)
+                left = self._time_left()
+                if left is not None and delay >= left:  # no retry could start in time: wait out the limit, end
+                    sleep(max(left, 0.0))
+                    self._check_limits(cause, force=True)
                 self._note(f"{self.desc}: {reason}; retrying from byte {self.written} in {delay:.0f} s")
                 sleep(delay)
         finally:
             if self.bar is not None:
                 self.bar.close()
+
+    # ------------------------------------------------------------------------------------ limits
+
+    def _time_left(self) -> float | None:
+        """Seconds until the deadline or the stall limit, whichever is nearer; None when neither applies."""
+        now = self.clock()
+        left = []
+        if self.deadline_at is not None:
+            left.append(self.deadline_at - now)
+        if self.answered and self.stall_timeout is not None:
+            left.append(self.stall_since + self.stall_timeout - now)
+        return min(left) if left else None
+
+    def _io_timeout(self) -> float:
+        """The socket timeout for the next connect or read: ``timeout``, shortened so no limit is overrun."""
+        left = self._time_left()
+        return self.timeout if left is None else max(min(self.timeout, left), 0.01)
+
+    def _so_far(self) -> str:
+        if not self.written:
+            return "nothing saved yet; run the same command again to retry"
+        size = f"{_bytes_text(self.written)} of {_bytes_text(self.total)}" if self.total else _bytes_text(self.written)
+        return f"{size} so far, kept in {self.part}; run the same command again to resume"
+
+    def _check_limits(self, cause: BaseException | None = None, *, force: bool = False) -> None:
+        """Raise the stall or deadline error once a limit has passed (``force``: the nearer one, now)."""
+        now = self.clock()
+        deadline_left = None if self.deadline_at is None else self.deadline_at - now
+        stall_left = None
+        if self.answered and self.stall_timeout is not None:
+            stall_left = self.stall_since + self.stall_timeout - now
+        if force:  # called when waiting would overrun: the nearer limit is the one that ends the download
+            if deadline_left is not None and (stall_left is None or deadline_left <= stall_left):
+                deadline_left = 0.0
+            elif stall_left is not None:
+                stall_left = 0.0
+        if deadline_left is not None and deadline_left <= 0:
+            error = WeightsError if self.answered or not _is_unreachable(cause) else _UnreachableError
+            raise error(f"the download of {self.url} did not finish within the {self.deadline:g} s deadline "
+                        f"({self._so_far()})")
+        if stall_left is not None and stall_left <= 0:
+            trickle = self.received - self.stall_received
+            what = f"only {trickle} bytes in {self.stall_timeout:g} s" if trickle else \
+                f"no data for {self.stall_timeout:g} s"
+            raise WeightsError(f"{what} from {self.url}; the download stalled ({self._so_far()})")
+
+    def _count(self, n: int) -> None:
+        """Book ``n`` received bytes: enough of them since the last mark is progress and restarts the stall clock."""
+        self.received += n
+        if self.received - self.stall_received >= STALL_MIN_BYTES:
+            self.stall_since, self.stall_received = self.clock(), self.received
+
+    # ----------------------------------------------------------------------------------- network
 
     def _note(self, message: str) -> None:
         """Tell a watching user why the bar stalls; stay silent when progress output is off."""
@@ -357,13 +443,15 @@ class _Downloader:
     def _open(self) -> http.client.HTTPResponse | None:
         """Send the (ranged) request. None means the partial file is already the whole file."""
         headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+        self.had_validator = False
         if self.written:
             headers["Range"] = f"bytes={self.written}-"
             if self.validator:  # the server answers 200 (whole new file) instead of 206 if it changed
                 headers["If-Range"] = self.validator
+                self.had_validator = True
         request = urllib.request.Request(self.url, headers=headers)
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
+            return urllib.request.urlopen(request, timeout=self._io_timeout())
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 416 and self.written:
@@ -380,22 +468,54 @@ class _Downloader:
         except _NETWORK_ERRORS as e:
             raise _AttemptFailed(f"{type(e).__name__}: {e}", cause=e) from None
 
+    def _refuse_html(self, response: http.client.HTTPResponse, head: bytes, *, at_start: bool) -> None:
+        """Stop at once when the server answers with a web page: waiting for it to verify would end in advice
+        to download again, which cannot help when the URL itself serves no checkpoint.
+
+        Markup at the start of the body is conclusive whatever the Content-Type. An HTML Content-Type counts only
+        for a body from byte 0 that does not start like a torch file (zip or pickle), so a mirror that mislabels
+        the real file still works.
+        """
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        if body.lower().startswith((b"<!doctype", b"<html")):
+            evidence = f"the body starts with {body[:9].decode('latin-1')!r}"
+        elif content_type in _HTML_TYPES and at_start and not head.startswith((b"PK", b"\x80")):
+            evidence = f"Content-Type {content_type}"
+        else:
+            return
+        kept = f"; the partial download in {self.part} was kept" if self.written else "; nothing was saved"
+        raise WeightsError(
+            f"{self.desc} from {self.url} is not a usable ZoeDepth checkpoint: the server sent an HTML page "
+            f"({evidence}), so this URL serves no checkpoint: probably a login page, a proxy, or a wrong --base-url "
+            f"/ ${BASE_URL_ENV}; open the URL in a browser to see what it serves{kept}"
+        )
+
     def _attempt(self) -> None:
         """One request; returns when the file is complete, raises _AttemptFailed otherwise."""
         response = self._open()
         if response is None:
             return
         with response:
+            if not self.answered:  # the stall clock starts with the first answer
+                self.answered = True
+                self.stall_since, self.stall_received = self.clock(), self.received
             length_header = response.headers.get("Content-Length", "")
             length = int(length_header) if length_header.strip().isdigit() else None
+            restarted_from = 0
             if response.status == 206 and self.written:
                 start, total = _parse_content_range(response.headers.get("Content-Range"))
                 if start != self.written:
                     raise _AttemptFailed(f"server resumed at byte {start}, not {self.written}", restart=True)
                 if total is None and length is not None:
                     total = self.written + length
+                head = self._read_head(response)
+                self._refuse_html(response, head, at_start=False)
             elif response.status == 200:
-                if self.written:  # the server ignored Range: start over from its full response
+                head = self._read_head(response)
+                self._refuse_html(response, head, at_start=True)  # before discarding a partial: keep it
+                if self.written:  # the server ignored Range (or the file changed): start over from its response
+                    restarted_from = self.written
                     self.discard()
                 total = length
             else:
@@ -408,27 +528,56 @@ class _Downloader:
             etag = response.headers.get("ETag")
             weak = etag is not None and etag.startswith("W/")  # weak ETags are not allowed in If-Range
             self.validator = (etag if etag and not weak else None) or response.headers.get("Last-Modified")
-            self._update_bar(total)
-            if self.on_progress is not None:
+            if self.on_progress is not None:  # before the bar and notes, so a caller's opening line comes first
                 self.on_progress(self.written, self.total)
-            received = self._stream(response)
+            self._update_bar(total)
+            if restarted_from:
+                self._note_restart(restarted_from)
+            received = self._stream(response, head)
         # http.client reports a connection closed early as a normal end of stream: count the bytes.
         if length is not None and received < length:
             raise _AttemptFailed(f"connection closed after {received} of {length} bytes")
         if total is not None and self.written != total:
             raise _AttemptFailed(f"have {self.written} bytes but the server announced {total}", restart=True)
 
-    def _stream(self, response: http.client.HTTPResponse) -> int:
+    def _note_restart(self, offset: int) -> None:
+        """Say once that the partial file was thrown away, so a bar falling back to 0 is explained."""
+        if self.restart_noted:
+            return
+        self.restart_noted = True
+        why = "the file changed on the server or it ignores resume requests" if self.had_validator else \
+            "the server ignores resume requests"
+        self._note(f"{self.desc}: asked to resume at byte {offset}, the server sent the whole file ({why}); "
+                   "the download restarts from the beginning")
+
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
+        """One socket read (read1: a timeout loses nothing already received), bounded by the limits."""
+        _set_read_timeout(response, self._io_timeout())
+        try:
+            chunk = response.read1(CHUNK_SIZE)
+        except _NETWORK_ERRORS as e:
+            raise _AttemptFailed(f"{type(e).__name__}: {e}", cause=e) from None
+        self._count(len(chunk))
+        return chunk
+
+    def _read_head(self, response: http.client.HTTPResponse) -> bytes:
+        """The first few bytes of a response, to tell an HTML page from a checkpoint before anything is written."""
+        head = b""
+        while len(head) < _SNIFF_BYTES and (chunk := self._read(response)):
+            head += chunk
+            self._check_limits()
+        return head
+
+    def _stream(self, response: http.client.HTTPResponse, head: bytes = b"") -> int:
         received = 0
         with open(self.part, "ab") as f:
             f.truncate(self.written)  # keep the file exactly in step with the hash
+            chunk = head
             while True:
-                try:  # read1: one socket read, so a timeout loses nothing already received
-                    chunk = response.read1(CHUNK_SIZE)
-                except _NETWORK_ERRORS as e:
-                    raise _AttemptFailed(f"{type(e).__name__}: {e}", cause=e) from None
                 if not chunk:
-                    return received
+                    chunk = self._read(response)
+                    if not chunk:
+                        return received
                 f.write(chunk)
                 self.digest.update(chunk)
                 self.written += len(chunk)
@@ -437,6 +586,8 @@ class _Downloader:
                     self.bar.update(len(chunk))
                 if self.on_progress is not None:
                     self.on_progress(self.written, self.total)
+                self._check_limits()  # after the write: what arrived is kept for the next run
+                chunk = b""
 
     def _update_bar(self, total: int | None) -> None:
         if not self.progress:
@@ -450,6 +601,21 @@ class _Downloader:
             self.bar.total = total
             self.bar.n = self.bar.last_print_n = self.written
             self.bar.refresh()
+
+
+def _set_read_timeout(response: http.client.HTTPResponse, seconds: float) -> None:
+    """Shorten the socket timeout of a response being read, so a silent read cannot overrun a limit.
+
+    urllib fixes the timeout at connect time and offers no public way to change it; when the CPython internals
+    are not as expected this does nothing, and a limit can then be overrun by at most one ``timeout``.
+    """
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    if sock is not None and hasattr(sock, "settimeout"):
+        try:
+            if sock.gettimeout() != seconds:
+                sock.settimeout(seconds)
+        except OSError:  # already closed: the read reports it
+            pass
 
 
 # -------------------------------------------------------------------------------------- verification
@@ -516,6 +682,8 @@ def fetch(
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
     backoff: float = DEFAULT_BACKOFF,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    deadline: float | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> Path:
@@ -527,6 +695,11 @@ def fetch(
     and must match. ``base_url`` (else ``$ZOEDEPTH_ROS_BASE_URL``) replaces the GitHub release URL,
     for mirrors and tests. ``on_progress(bytes_so_far, total_or_None)`` and ``on_note(retry_message)`` let a
     caller report progress as log lines instead of (or besides) the tqdm bar.
+
+    ``timeout`` bounds each connect and socket read (a silent connection is dropped and resumed on a new one);
+    ``stall_timeout`` (None: off) gives up once fewer than ``STALL_MIN_BYTES`` arrived in that many seconds, so a
+    trickling server cannot hold the caller forever; ``deadline`` (seconds, None: none) bounds the whole download.
+    Either way the partial file is kept for the next run to resume.
     """
     release = resolve_name(name)
     pin = _normalise_sha(sha256) if sha256 else None
@@ -549,7 +722,8 @@ def fetch(
         raise WeightsError(f"download URL {url!r} must start with http:// or https:// (check --base-url / "
                            f"${BASE_URL_ENV})")
     downloader = _Downloader(
-        url, part, desc=release.filename, progress=progress, timeout=timeout, on_progress=on_progress, on_note=on_note
+        url, part, desc=release.filename, progress=progress, timeout=timeout, stall_timeout=stall_timeout,
+        deadline=deadline, on_progress=on_progress, on_note=on_note,
     )
     digest, _ = downloader.run(retries=retries, backoff=backoff)
 
@@ -605,6 +779,7 @@ def _locate(
             return candidate, _release_for_file(candidate)
         if candidate.exists():
             raise WeightsError(f"{candidate} is not a file")
+        _refuse_link_loop(candidate)
         if _looks_like_path(str(name_or_path)):
             raise WeightsError(f"no such file: {candidate}")
     release = resolve_name(name_or_path)  # type: ignore[arg-type]
@@ -612,6 +787,20 @@ def _locate(
     if not path.is_file():
         raise WeightsError(_missing_message(release, path))
     return path, release
+
+
+def _is_link_loop(path: Path) -> bool:
+    """True when resolving ``path`` runs into a symlink loop, which ``Path.exists`` reports as plain absence."""
+    try:
+        path.stat()
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
+def _refuse_link_loop(path: Path) -> None:
+    if _is_link_loop(path):
+        raise WeightsError(f"checkpoint {path} is a symbolic link loop; make the link point to the real checkpoint")
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -655,6 +844,7 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
     candidate = Path(text).expanduser()
     if candidate.exists():
         return candidate.resolve()
+    _refuse_link_loop(candidate)
     try:
         release = resolve_name(text)
     except WeightsError:
@@ -792,18 +982,22 @@ def ensure_checkpoint(
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
     backoff: float = DEFAULT_BACKOFF,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    deadline: float | None = None,
 ) -> Path:
     """:func:`resolve_checkpoint`, except that an official name not cached yet is fetched on first use.
 
     So that a first run needs no separate ``fetch`` step: the download is the verified :func:`fetch`
     (hash recorded, resumable; ``base_url`` else ``$ZOEDEPTH_ROS_BASE_URL``), reported through ``log``
-    (default: this module's logger) as a few plain lines. With ``download=False``, or when the server cannot
-    be reached, the WeightsError says how to install the file offline and the exact cache path it needs.
+    (default: this module's logger) as a few plain lines, bounded like :func:`fetch` by ``stall_timeout`` and
+    ``deadline``. With ``download=False``, or when the server cannot be reached, the WeightsError says how to
+    install the file offline and the exact cache path it needs.
     """
     report = log if log is not None else _log.info
     text = os.fspath(spec).strip()
     release = None
-    if text and not Path(text).expanduser().exists():
+    candidate = Path(text).expanduser()
+    if text and not candidate.exists() and not _is_link_loop(candidate):
         try:
             release = resolve_name(text)
         except WeightsError:
@@ -831,6 +1025,8 @@ def ensure_checkpoint(
                 timeout=timeout,
                 retries=retries,
                 backoff=backoff,
+                stall_timeout=stall_timeout,
+                deadline=deadline,
                 on_progress=reporter.progress,
                 on_note=reporter.note,
             )

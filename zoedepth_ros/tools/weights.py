@@ -32,6 +32,37 @@ def _info(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+class _FetchReport:
+    """The ``downloading ...`` line and retry notes of ``fetch`` on stderr.
+
+    The line waits for the first answer so it can give the size the server announced (Content-Length or the
+    Content-Range total); the release table's approximation is only used when no size comes (or no answer
+    before the first retry note). With a progress bar the downloader writes the notes through the bar.
+    """
+
+    def __init__(self, args: argparse.Namespace, release: W.ReleaseCheckpoint, url: str, bar: bool) -> None:
+        self.args, self.release, self.url, self.bar = args, release, url, bar
+        self.announced = False
+        self.answered = False
+
+    def _announce(self, written: int, total: int | None) -> None:
+        size = W._bytes_text(total) if total else f"~{self.release.approx_size / 1e9:.1f} GB"
+        resume = f", resuming at {W._bytes_text(written)}" if written else ""
+        _info(self.args, f"downloading {self.release.name} ({size}{resume}) from {self.url}")
+        self.announced = True
+
+    def progress(self, written: int, total: int | None) -> None:
+        self.answered = True
+        if not self.announced:
+            self._announce(written, total)
+
+    def note(self, message: str) -> None:
+        if not self.announced:
+            self._announce(0, None)
+        if not (self.bar and self.answered):  # once a bar is drawn the downloader writes notes through it
+            _info(self.args, message)
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     release = W.resolve_name(args.name)
     dest = W.checkpoint_path(release)
@@ -40,13 +71,26 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         _info(args, f"{release.name} is already cached (use --force to download it again)")
     else:
         url = release.url_for(args.base_url or os.environ.get(W.BASE_URL_ENV))
-        _info(args, f"downloading {release.name} (~{release.approx_size / 1e9:.1f} GB) from {url}")
         progress = not args.quiet and sys.stderr.isatty()
+        report = _FetchReport(args, release, url, bar=progress)
         path = W.fetch(release, sha256=args.sha256, base_url=args.base_url, force=args.force,
-                       progress=progress, timeout=args.timeout, retries=args.retries)
+                       progress=progress, timeout=args.timeout, retries=args.retries,
+                       stall_timeout=args.stall_timeout, deadline=args.deadline,
+                       on_progress=report.progress, on_note=report.note)
         _info(args, f"verified {release.name}: variant '{release.variant}', sha256 {W.recorded_sha256(path)}")
     print(path)
     return 0
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -106,9 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages, only the path")
     p.add_argument("--base-url", metavar="URL",
                    help=f"download from URL/<name>.pt instead of GitHub (also ${W.BASE_URL_ENV})")
-    p.add_argument("--timeout", type=float, default=W.DEFAULT_TIMEOUT, help="socket timeout in seconds")
+    p.add_argument("--timeout", type=_seconds, default=W.DEFAULT_TIMEOUT,
+                   help="seconds per connect / socket read; a silent connection is resumed on a new one "
+                        f"(default {W.DEFAULT_TIMEOUT:g})")
     p.add_argument("--retries", type=int, default=W.DEFAULT_RETRIES,
                    help="consecutive failed attempts without progress before giving up")
+    p.add_argument("--stall-timeout", type=_seconds, default=W.DEFAULT_STALL_TIMEOUT, metavar="S",
+                   help=f"give up when less than {W.STALL_MIN_BYTES // 1024} KiB arrived in S seconds, across "
+                        f"reconnects; the partial file is kept to resume (default {W.DEFAULT_STALL_TIMEOUT:g})")
+    p.add_argument("--deadline", type=_seconds, default=None, metavar="S",
+                   help="give up when the download has not finished after S seconds; the partial file is kept "
+                        "to resume (default: no deadline)")
     p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("list", help="show the official checkpoints and what is cached")
