@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from . import messages
@@ -137,6 +138,9 @@ class ZoeDepthNode(LifecycleNode):
         self.input_times: dict[str, deque[float]] = {"image": deque(maxlen=RATE_WINDOW),
                                                      "camera_info": deque(maxlen=RATE_WINDOW)}
         self.received: Counter[str] = Counter()
+        self.lost: Counter[str] = Counter()  # messages the middleware reported lost, per input topic
+        self.incompatible: Counter[str] = Counter()  # publishers whose QoS cannot match our subscription
+        self.no_valid_depth = 0  # frames whose depth is NaN everywhere
         self.last_domain = ""
         self._last_log: dict[str, float] = {}
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -273,12 +277,15 @@ class ZoeDepthNode(LifecycleNode):
         in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
         self.pairer.clear()
         info_qos = _qos(self.values["qos.input_reliability"], max(self.values["qos.input_depth"], CAMERA_INFO_DEPTH))
-        self._subscriptions = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos)]
+        self._subscriptions = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos,
+                                                        event_callbacks=self._transport_events("camera_info"))]
         if self.values["input_transport"] == "compressed":
             topic = self.resolve_topic_name("image") + "/compressed"
-            self._subscriptions.append(self.create_subscription(CompressedImage, topic, self._on_compressed, in_qos))
+            self._subscriptions.append(self.create_subscription(CompressedImage, topic, self._on_compressed, in_qos,
+                                                                event_callbacks=self._transport_events("image")))
         else:
-            self._subscriptions.append(self.create_subscription(Image, "image", self._on_image, in_qos))
+            self._subscriptions.append(self.create_subscription(Image, "image", self._on_image, in_qos,
+                                                                event_callbacks=self._transport_events("image")))
         self._pairing_timer = self.create_timer(PAIRING_POLL_S, self._expire_pairs)
         self.worker = FrameWorker(self._submit, self._publish_job, idle=self._maybe_warm_up).start()
         return super().on_activate(state)
@@ -342,6 +349,25 @@ class ZoeDepthNode(LifecycleNode):
         return finished
 
     # ------------------------------------------------------------------ input
+
+    def _transport_events(self, topic: str) -> SubscriptionEventCallbacks:
+        """Make what the middleware loses visible: a count in diagnostics and a throttled warning."""
+
+        def lost(event) -> None:
+            self.lost[topic] += event.total_count_change
+            self._warn_throttled(f"lost_{topic}", (
+                f"the middleware lost {self.lost[topic]} {topic} message(s) so far on "
+                f"{self.resolve_topic_name(topic)}; images larger than the Fast DDS shared-memory segment cannot pass: "
+                "raise it (config/fastdds_large_shm.xml, see README) or use a reliable input (qos.input_reliability)"))
+
+        def incompatible(event) -> None:
+            self.incompatible[topic] = event.total_count
+            self._warn_throttled(f"qos_{topic}", (
+                f"a publisher on {self.resolve_topic_name(topic)} has QoS incompatible with this subscription "
+                f"({qos_policy_name_from_kind(event.last_policy_kind)}); nothing from it arrives. Set "
+                "qos.input_reliability to what the camera offers (best_effort receives from every publisher)"))
+
+        return SubscriptionEventCallbacks(message_lost=lost, incompatible_qos=incompatible)
 
     def _drop(self, reason: str, message: str) -> None:
         self.drops[reason] += 1
@@ -489,6 +515,11 @@ class ZoeDepthNode(LifecycleNode):
             return
         pub_depth, pub_info, pub_points, pub_colormap, pub_routing = outputs
         header = frame.header
+        if not np.isfinite(np.frombuffer(result.depth, dtype=np.float32)).any():
+            self.no_valid_depth += 1
+            self._warn_throttled("no_valid_depth", (
+                f"no valid depth in {self.no_valid_depth} frame(s) so far: the model's output was not finite or "
+                f"all outside min_depth..max_depth ({settings.min_depth:g}..{settings.max_depth:g} m)"))
         if pub_depth.get_subscription_count() > 0:
             pub_depth.publish(messages.depth_image(result, header))
         pub_info.publish(messages.depth_camera_info(result, header, frame.info))
@@ -517,6 +548,11 @@ class ZoeDepthNode(LifecycleNode):
             "frames processed": self.processed,
             "rate (Hz)": f"{rate:.2f}",
             "images received": self.received["image"],
+            "lost in transport (image)": self.lost["image"],
+            "lost in transport (camera_info)": self.lost["camera_info"],
+            "incompatible QoS publishers (image)": self.incompatible["image"],
+            "incompatible QoS publishers (camera_info)": self.incompatible["camera_info"],
+            "frames with no valid depth": self.no_valid_depth,
             "camera_infos received": self.received["camera_info"],
             "input rate image (Hz)": f"{_rate(self.input_times['image']):.2f}",
             "input rate camera_info (Hz)": f"{_rate(self.input_times['camera_info']):.2f}",
@@ -542,11 +578,13 @@ class ZoeDepthNode(LifecycleNode):
         if self.last_error:
             values["last error"] = self.last_error
         errors = sum(n for r, n in self.drops.items() if r in ("error", "out_of_memory"))
+        errors += sum(self.lost.values()) + sum(self.incompatible.values()) + self.no_valid_depth
         if state != "active":
             level, message = DiagnosticStatus.WARN, f"{state}" + (f": {self.last_error}" if self.last_error else "")
         else:
             level = DiagnosticStatus.WARN if errors or self.drops else DiagnosticStatus.OK
             message = f"{self.processed} frames, {rate:.1f} Hz" + (", frames dropped" if self.drops else "")
+            message += ", messages lost in transport" if sum(self.lost.values()) else ""
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: ZoeDepth", hardware_id=str(self.device or ""),
             message=message, values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
