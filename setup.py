@@ -33,6 +33,7 @@ setup(
             "zoedepth-ros-eval = zoedepth_ros.tools.evaluate:main",
             "zoedepth-ros-bench = zoedepth_ros.tools.bench:main",
             "zoedepth-ros-demo = zoedepth_ros.tools.demo:main",
+            "zoedepth-ros-soak = zoedepth_ros.tools.soak:main",
         ],
     },
 )
