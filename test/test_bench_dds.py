@@ -31,7 +31,7 @@ def test_profile_resolves_to_the_source_tree_config_and_is_optional(monkeypatch)
     assert ros_env.fastdds_profile() == repo / "config" / "fastdds_large_shm.xml"
     env = ros_env.isolated_ros_env(123)
     assert env["ROS_DOMAIN_ID"] == "123" and env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text().count("<segment_size>33554432<") == 1
+    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text().count("<segment_size>50331648<") == 1
     monkeypatch.setattr(ros_env, "fastdds_profile", lambda: None)
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in ros_env.isolated_ros_env(123)
 

@@ -132,3 +132,28 @@ def test_random_orders_and_jitter_never_lose_a_pair_within_the_wait():
         assert lost == []
         assert all(img == info and exact for img, info, exact in got)
         assert len(got) > 100  # most frames pair; the rest were superseded by a newer ready frame
+
+
+def test_camera_infos_whose_image_never_comes_are_counted():
+    p: StampPairer[str, str] = StampPairer()
+    p.add_info(0, "i0", now=0.0, tolerance=TOL)
+    p.add_image(0, "img0", now=0.01, wait=WAIT, tolerance=TOL)
+    p.add_info(100 * MS, "i100", now=0.1, tolerance=TOL)  # its 36 MB image is lost in transport
+    p.add_info(200 * MS, "i200", now=0.2, tolerance=TOL, watch=False)  # nobody subscribed: not expected
+    p.expire(now=1.0, wait=WAIT, tolerance=TOL)
+    assert p.stats.infos_without_image == 0  # not yet: it may still come
+    p.expire(now=1.7, wait=WAIT, tolerance=TOL)
+    assert p.stats.infos_without_image == 1
+    p.expire(now=9.0, wait=WAIT, tolerance=TOL)
+    assert p.stats.infos_without_image == 1  # counted once
+
+
+def test_drivers_pairing_by_tolerance_do_not_count_missing_images():
+    p: StampPairer[int, int] = StampPairer()
+    for i in range(10):  # CameraInfo stamped 5 ms after its image, twice as often as the images
+        p.add_image(i * 100 * MS, i, now=i * 0.1, wait=WAIT, tolerance=TOL)
+        p.add_info(i * 100 * MS + 5 * MS, i, now=i * 0.1 + 0.001, tolerance=TOL)
+        p.add_info(i * 100 * MS + 55 * MS, i, now=i * 0.1 + 0.05, tolerance=TOL)
+        p.expire(now=i * 0.1 + 0.06, wait=WAIT, tolerance=TOL)
+    p.expire(now=10.0, wait=WAIT, tolerance=TOL)
+    assert p.stats.tolerance == 10 and p.stats.infos_without_image == 0

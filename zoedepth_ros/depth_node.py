@@ -141,6 +141,7 @@ class ZoeDepthNode(LifecycleNode):
         self.lost: Counter[str] = Counter()  # messages the middleware reported lost, per input topic
         self.incompatible: Counter[str] = Counter()  # publishers whose QoS cannot match our subscription
         self.no_valid_depth = 0  # frames whose depth is NaN everywhere
+        self._missing_warned = 0
         self.last_domain = ""
         self._last_log: dict[str, float] = {}
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -357,8 +358,8 @@ class ZoeDepthNode(LifecycleNode):
             self.lost[topic] += event.total_count_change
             self._warn_throttled(f"lost_{topic}", (
                 f"the middleware lost {self.lost[topic]} {topic} message(s) so far on "
-                f"{self.resolve_topic_name(topic)}; images larger than the Fast DDS shared-memory segment cannot pass: "
-                "raise it (config/fastdds_large_shm.xml, see README) or use a reliable input (qos.input_reliability)"))
+                f"{self.resolve_topic_name(topic)}; large images need the Fast DDS profile "
+                "config/fastdds_large_shm.xml in every process, the camera driver's included (README: large images)"))
 
         def incompatible(event) -> None:
             self.incompatible[topic] = event.total_count
@@ -386,7 +387,8 @@ class ZoeDepthNode(LifecycleNode):
         if self.values["warmup"] and self.warmup_size is None:
             self._set_warmup_size(msg)
         v = self.values
-        self._settle(self.pairer.add_info(_stamp_ns(msg.header), msg, now, v["camera_info_tolerance"]))
+        watch = any(p.get_subscription_count() > 0 for p in self.outputs)
+        self._settle(self.pairer.add_info(_stamp_ns(msg.header), msg, now, v["camera_info_tolerance"], watch))
 
     def _set_warmup_size(self, msg: CameraInfo) -> None:
         """Warm up at the size of the images this CameraInfo describes (binning and ROI applied), if it is valid."""
@@ -399,9 +401,15 @@ class ZoeDepthNode(LifecycleNode):
         self.warmup_size = (intrinsics.height, intrinsics.width)
 
     def _expire_pairs(self) -> None:
-        if self.pairer.waiting:
-            v = self.values
-            self._settle(self.pairer.expire(time.monotonic(), v["camera_info_wait"], v["camera_info_tolerance"]))
+        v = self.values
+        self._settle(self.pairer.expire(time.monotonic(), v["camera_info_wait"], v["camera_info_tolerance"]))
+        missing = self.pairer.stats.infos_without_image
+        if missing > self._missing_warned:
+            self._missing_warned = missing
+            self._warn_throttled("missing_image", (
+                f"{missing} CameraInfo(s) so far on {self.resolve_topic_name('camera_info')} came without their "
+                f"image on {self.resolve_topic_name('image')}: images too large for the transport are lost "
+                "(README: large images), or the image topic is not the CameraInfo's"))
 
     def _wanted(self) -> bool:
         if any(p.get_subscription_count() > 0 for p in self.outputs):
@@ -566,6 +574,7 @@ class ZoeDepthNode(LifecycleNode):
             "pairing waited for camera_info": pairing.waited,
             "pairing max wait (ms)": f"{1e3 * pairing.max_wait:.1f}",
             "pairing waiting now": self.pairer.waiting,
+            "camera_info without its image": pairing.infos_without_image,
             "model": f"ZoeD_{self.variant.upper()}" if self.variant else "",
             "checkpoint": self.checkpoint_path,
             "device": str(self.device) if self.device is not None else "",
@@ -579,6 +588,7 @@ class ZoeDepthNode(LifecycleNode):
             values["last error"] = self.last_error
         errors = sum(n for r, n in self.drops.items() if r in ("error", "out_of_memory"))
         errors += sum(self.lost.values()) + sum(self.incompatible.values()) + self.no_valid_depth
+        errors += pairing.infos_without_image
         if state != "active":
             level, message = DiagnosticStatus.WARN, f"{state}" + (f": {self.last_error}" if self.last_error else "")
         else:

@@ -43,6 +43,7 @@ class PairingStats:
     waited: int = 0  # images that arrived before their CameraInfo
     max_wait: float = 0.0  # seconds, of the images that paired after waiting
     dropped: dict[str, int] = field(default_factory=dict)
+    infos_without_image: int = 0  # CameraInfos whose image never came: lost in transport, or a wrong image topic
 
 
 @dataclass
@@ -59,15 +60,25 @@ class StampPairer(Generic[I, C]):
         self._infos: deque[tuple[int, C]] = deque(maxlen=history)
         self._pending: deque[_Pending[I]] = deque()
         self._max_pending = max_pending
+        self._unseen: dict[int, float] = {}  # stamp -> arrival of CameraInfos no image has claimed yet
         self.stats = PairingStats()
 
     @property
     def waiting(self) -> int:
         return len(self._pending)
 
-    def add_info(self, stamp: int, info: C, now: float, tolerance: float) -> list[Paired[I, C] | Unpaired[I]]:
-        """File a CameraInfo; returns the waiting images it settles (its own, and older ones it proves late)."""
+    def add_info(self, stamp: int, info: C, now: float, tolerance: float,
+                 watch: bool = True) -> list[Paired[I, C] | Unpaired[I]]:
+        """File a CameraInfo; returns the waiting images it settles (its own, and older ones it proves late).
+
+        ``watch``: images are expected for it (someone wants the outputs), so one that never comes is counted.
+        """
         self._infos.append((stamp, info))
+        if watch and not any(p.stamp == stamp for p in self._pending):
+            self._unseen[stamp] = now
+            while len(self._unseen) > 4 * (self._infos.maxlen or INFO_HISTORY):
+                self._unseen.pop(next(iter(self._unseen)))
+                self._count_missing_image()
         out: list[Paired[I, C] | Unpaired[I]] = []
         match = next((p for p in self._pending if p.stamp == stamp), None)
         if match is not None:
@@ -82,6 +93,7 @@ class StampPairer(Generic[I, C]):
     def add_image(self, stamp: int, image: I, now: float, wait: float,
                   tolerance: float) -> list[Paired[I, C] | Unpaired[I]]:
         """File an image; returns what is settled now (possibly nothing, while it waits)."""
+        self._unseen.pop(stamp, None)
         info = next((c for s, c in reversed(self._infos) if s == stamp), None)
         if info is not None:
             out = self._settle_older_than(stamp)
@@ -99,7 +111,18 @@ class StampPairer(Generic[I, C]):
         return self._newest_wins(out)
 
     def expire(self, now: float, wait: float, tolerance: float) -> list[Paired[I, C] | Unpaired[I]]:
-        """Resolve the images that have waited ``wait`` seconds; call it periodically."""
+        """Resolve the images that have waited ``wait`` seconds; call it periodically.
+
+        Also counts the CameraInfos whose image has not come ``wait`` + 1 s after them: large images that the
+        middleware lost (often without any message-lost event) show up here, since their CameraInfos still arrive.
+        """
+        horizon = now - wait - 1.0
+        while self._unseen:
+            stamp, since = next(iter(self._unseen.items()))
+            if since > horizon:
+                break
+            del self._unseen[stamp]
+            self._count_missing_image()
         out: list[Paired[I, C] | Unpaired[I]] = []
         while self._pending and now - self._pending[0].since >= wait:
             out.append(self._resolve(self._pending.popleft(), now, tolerance))
@@ -108,8 +131,15 @@ class StampPairer(Generic[I, C]):
     def clear(self) -> None:
         self._infos.clear()
         self._pending.clear()
+        self._unseen.clear()
 
     # ------------------------------------------------------------------ internals
+
+    def _count_missing_image(self) -> None:
+        # a driver whose CameraInfo stamps never equal its images' pairs by tolerance: its CameraInfos are not
+        # "missing" an image, so they are only counted where exact pairing is the rule
+        if self.stats.tolerance <= self.stats.exact:
+            self.stats.infos_without_image += 1
 
     def _paired(self, pending: _Pending[I], info: C, exact: bool, now: float) -> Paired[I, C]:
         waited = max(0.0, now - pending.since)
@@ -135,6 +165,7 @@ class StampPairer(Generic[I, C]):
             return self._unpaired(pending.image, "camera_info_late",
                                   f"no CameraInfo with the image's stamp, and the closest is {gap:.3f} s away "
                                   f"(camera_info_tolerance {tolerance:g} s)")
+        self._unseen.pop(stamp, None)
         return self._paired(pending, info, exact=False, now=now)
 
     def _settle_older_than(self, stamp: int) -> list[Paired[I, C] | Unpaired[I]]:
