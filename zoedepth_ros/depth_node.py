@@ -33,16 +33,15 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from . import messages
-from .accuracy import select_fast_mode
 from .device import resolve_device
 from .encodings import ImageError, check_size, decode_compressed, image_array_from_msg
+from .engine import DROPPED_KINDS, Engine, EngineError, FrameDropped
 from .errors import StartupError
 from .geometry import CameraInfoError, Intrinsics
-from .model import CheckpointError, ZoeDepth, load, set_precision
+from .model import CheckpointError, load
 from .pairing import Paired, StampPairer, Unpaired
 from .params import BY_NAME, PARAMS, validate
-from .pipeline import ROUTING_TO_DOMAIN, DepthPipeline, InFlight, Settings
-from .runtime import DepthRunner, default_mode
+from .pipeline import InFlight, Settings
 from .signals import StopSignals
 from .weights import WeightsError, ensure_checkpoint
 from .worker import FrameWorker
@@ -117,7 +116,7 @@ class ZoeDepthNode(LifecycleNode):
             raise StartupError("invalid parameters: " + "; ".join(reasons))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self.pipeline: DepthPipeline | None = None
+        self.engine: Engine | None = None
         self.device: torch.device | None = None
         self.checkpoint_path = ""
         self.variant = ""
@@ -125,10 +124,9 @@ class ZoeDepthNode(LifecycleNode):
         self.outputs: tuple = ()
         self._subscriptions: list = []
         self._pairing_timer = None
-        self.worker: FrameWorker[PendingFrame, tuple[InFlight, PendingFrame, Settings]] | None = None
+        self.worker: FrameWorker[PendingFrame, tuple[Engine, InFlight, PendingFrame, Settings]] | None = None
         self.pairer: StampPairer[RawImage, CameraInfo] = StampPairer()
         self.warmup_size: tuple[int, int] | None = None  # set by the first valid CameraInfo, used by the worker
-        self.warmed: set[tuple[int, int]] = set()
         self.drops: Counter[str] = Counter()
         self.processed = 0
         self.skipped_idle = 0
@@ -240,10 +238,14 @@ class ZoeDepthNode(LifecycleNode):
             raise StartupError(str(e)) from None
         self.checkpoint_path = str(path)
         self.variant = model.config.variant
-        runner = self._runner(model)
-        self.pipeline = DepthPipeline(runner, self.device)
-        self.get_logger().info(f"loaded ZoeD_{self.variant.upper()} from {path} on {self.device} "
-                               f"({runner.describe()})")
+        logger = self.get_logger()
+        try:  # precision, execution mode, accuracy guard and the fallback ladder (engine.py)
+            self.engine = Engine.build(model, self.device, v["precision"], v["execution"],
+                                       channels_last=v["channels_last"], pad_input=v["pad_input"],
+                                       flip_aug=v["flip_aug"], warn=logger.warn, info=logger.info)
+        except (ValueError, EngineError) as e:
+            raise StartupError(str(e)) from None
+        logger.info(f"loaded ZoeD_{self.variant.upper()} from {path} on {self.device} ({self.engine.describe()})")
         out_qos = _qos(v["qos.output_reliability"], v["qos.output_depth"])
         self.outputs = (
             self.create_publisher(Image, "depth/image", out_qos),
@@ -252,27 +254,6 @@ class ZoeDepthNode(LifecycleNode):
             self.create_publisher(Image, "depth/colormap", out_qos),
             self.create_publisher(messages.routing_type(), "routing", out_qos),
         )
-
-    def _runner(self, model: ZoeDepth) -> DepthRunner:
-        """Precision and execution mode from the parameters; "auto" precision keeps only what passes the guard."""
-        mode = self.values["execution"]
-        mode = default_mode(self.device) if mode == "auto" else mode
-        if mode == "cuda_graph" and self.device.type != "cuda":
-            raise StartupError(f"execution cuda_graph needs a CUDA device; the node runs on {self.device}")
-        channels_last = self.values["channels_last"]
-        precision = self.values["precision"]
-        if precision == "auto":
-            if self.device.type != "cuda":
-                return DepthRunner(model, self.device, mode, channels_last)
-            candidates = ("bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp16",)
-            runner, reports = select_fast_mode(model, self.device, candidates, mode, channels_last,
-                                               pad_input=self.values["pad_input"], flip_aug=self.values["flip_aug"])
-            for r in reports:
-                self.get_logger().info(f"accuracy guard {r.mode}: {'passed' if r.passed else 'failed'} "
-                                       f"(mean relative depth difference {r.mean_rel_diff:.2e}, routing "
-                                       f"{'identical' if r.routing_identical else 'differs'}) {r.reason}")
-            return runner
-        return DepthRunner(set_precision(model, precision), self.device, mode, channels_last)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
@@ -334,9 +315,8 @@ class ZoeDepthNode(LifecycleNode):
         for pub in self.outputs:
             self.destroy_publisher(pub)
         self.outputs = ()
-        cuda = self.pipeline is not None and self.pipeline.cuda
-        self.pipeline = None
-        self.warmed.clear()
+        cuda = self.device is not None and self.device.type == "cuda" and self.engine is not None
+        self.engine = None
         self.warmup_size = None
         gc.collect()
         if cuda:
@@ -469,50 +449,35 @@ class ZoeDepthNode(LifecycleNode):
 
     # ------------------------------------------------------------------ work (worker threads)
 
-    def _submit(self, frame: PendingFrame) -> tuple[InFlight, PendingFrame, Settings] | None:
-        pipeline = self.pipeline
-        if pipeline is None:
+    def _submit(self, frame: PendingFrame) -> tuple[Engine, InFlight, PendingFrame, Settings] | None:
+        engine = self.engine  # the job carries it: a cleanup may clear self.engine while the frame is in flight
+        if engine is None:
             return None
         with self._frame_errors(frame):
             settings = self.settings()
-            inflight = pipeline.submit(frame.raw, frame.encoding, frame.intrinsics, settings)
-            self.warmed.add(frame.raw.shape[:2])
-            return inflight, frame, settings
+            return engine, engine.submit(frame.raw, frame.encoding, frame.intrinsics, settings), frame, settings
         return None
 
     def _maybe_warm_up(self) -> None:
-        size, pipeline = self.warmup_size, self.pipeline
-        if size is None or size in self.warmed or pipeline is None:
-            return
-        self.warmed.add(size)
-        s = self.settings()
-        t0 = time.monotonic()
-        try:
-            pipeline.runner.warmup(*size, pad_input=s.pad_input, flip_aug=s.flip_aug,
-                                   domain=ROUTING_TO_DOMAIN[s.routing])
-        except Exception as e:  # a failed warm-up must not stop the node; the first frame will try again
-            self.get_logger().warn(f"warm-up at {size[1]}x{size[0]} failed: {type(e).__name__}: {e}")
-            return
-        self.get_logger().info(f"warmed up for {size[1]}x{size[0]} ({pipeline.runner.describe()}) "
-                               f"in {time.monotonic() - t0:.1f} s")
+        """Idle work of the inference thread: warm up (capture) at the CameraInfo's size; cheap once done."""
+        size, engine = self.warmup_size, self.engine
+        if size is not None and engine is not None and self.outputs:
+            engine.warmup(*size, self.settings())  # logs itself; a device failure steps down the ladder
 
-    def _publish_job(self, job: tuple[InFlight, PendingFrame, Settings]) -> None:
-        inflight, frame, settings = job
+    def _publish_job(self, job: tuple[Engine, InFlight, PendingFrame, Settings]) -> None:
+        engine, inflight, frame, settings = job
         with self._frame_errors(frame):
-            self._publish(inflight.result(), frame, settings)
+            self._publish(engine.result(inflight), frame, settings)
 
     @contextmanager
     def _frame_errors(self, frame: PendingFrame) -> Iterator[None]:
         """Turns whatever one frame raises into a counted, throttled drop, so the threads survive anything."""
         try:
             yield
+        except FrameDropped as e:  # a device failure: the engine has counted it, freed memory, maybe stepped down
+            self._drop(e.kind, f"{e} ({frame.raw.shape[1]}x{frame.raw.shape[0]} image)")
         except (ImageError, CameraInfoError, ValueError) as e:
             self._drop("bad_frame", str(e))
-        except torch.OutOfMemoryError:
-            if self.device is not None and self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            self._drop("out_of_memory", f"out of memory on {self.device} for a {frame.raw.shape[1]}x"
-                       f"{frame.raw.shape[0]} image; consider output_scale or precision")
         except Exception as e:
             self._drop("error", f"{type(e).__name__}: {e}")
             self.get_logger().debug(traceback.format_exc())
@@ -578,15 +543,19 @@ class ZoeDepthNode(LifecycleNode):
             "model": f"ZoeD_{self.variant.upper()}" if self.variant else "",
             "checkpoint": self.checkpoint_path,
             "device": str(self.device) if self.device is not None else "",
-            "precision": self.pipeline.runner.precision if self.pipeline is not None else "",
-            "execution": self.pipeline.runner.mode if self.pipeline is not None else "",
+            "precision": "",
+            "execution": "",
             "routing": self.values["routing"],
             "domain": self.last_domain,
             **self._device_memory(),
         }
+        engine = self.engine
+        if engine is not None:
+            values.update(engine.diagnostics())  # precision, execution, the rung in use and why, device failures
         if self.last_error:
             values["last error"] = self.last_error
-        errors = sum(n for r, n in self.drops.items() if r in ("error", "out_of_memory"))
+        errors = sum(n for r, n in self.drops.items() if r in ("error", *DROPPED_KINDS))
+        errors += int(engine is not None and engine.degraded)
         errors += sum(self.lost.values()) + sum(self.incompatible.values()) + self.no_valid_depth
         errors += pairing.infos_without_image
         if state != "active":

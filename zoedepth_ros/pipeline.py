@@ -4,6 +4,10 @@ Data flows one way: the raw pixel buffer is staged in pinned memory and uploaded
 device, run through the model, masked, back-projected and packed on the device; each output is copied to the
 host once. On CUDA those copies run on a copy stream into pinned buffers: ``submit`` returns as soon as the work
 is queued, and ``InFlight.result`` waits for the copies, so publishing one frame overlaps computing the next.
+
+Pinned memory can be unavailable (locked-memory limits, some containers and drivers): every pinned allocation
+goes through ``pinned_empty``, which raises ``PinnedMemoryError``, and ``DepthPipeline(..., pinned=False)`` runs
+on CUDA without pinned buffers or the copy stream: synchronous uploads and ``.cpu()`` copies, as on the CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +29,21 @@ from .runtime import DepthRunner
 ROUTING_TO_DOMAIN = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}
 HEAD_TO_DOMAIN = {"nyu": "indoor", "kitti": "outdoor"}
 IN_FLIGHT = 2  # frames whose host buffers may be in use at once: one being published, one being computed
+PINNED_PROBE_BYTES = 1 << 20  # ``check_pinned``: a start-up allocation that fails where pinned memory is unusable
+
+
+class PinnedMemoryError(RuntimeError):
+    """A pinned (page-locked) host allocation failed; the pipeline can run without pinned memory instead."""
+
+
+def pinned_empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised pinned host tensor; every failure is one PinnedMemoryError naming what was asked for."""
+    try:
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        raise PinnedMemoryError(f"pinned allocation of {tuple(shape)} {dtype} failed: {type(e).__name__}: "
+                                f"{lines[0] if lines else ''}") from e
 
 
 @dataclass(frozen=True)
@@ -82,7 +101,7 @@ class _Slot:
     def host(self, name: str, like: torch.Tensor) -> torch.Tensor:
         buf = self.buffers.get(name)
         if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-            buf = self.buffers[name] = torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
+            buf = self.buffers[name] = pinned_empty(like.shape, like.dtype)
         return buf
 
 
@@ -119,19 +138,27 @@ class DepthPipeline:
     Args:
         runner: a ``DepthRunner`` (or a bare ``ZoeDepth``, run eagerly).
         device: where the model runs.
+        pinned: stage through pinned host buffers (and, on CUDA, copy on a copy stream); default: on CUDA only.
+            Without them every copy is synchronous and ``submit`` returns a finished frame.
     """
 
-    def __init__(self, runner: DepthRunner | ZoeDepth, device: torch.device) -> None:
+    def __init__(self, runner: DepthRunner | ZoeDepth, device: torch.device, pinned: bool | None = None) -> None:
         if isinstance(runner, ZoeDepth):
             runner = DepthRunner(runner, device)
         self.runner = runner
         self.device = device
         self.cuda = device.type == "cuda"
+        self.pinned = self.cuda if pinned is None else pinned
         self._cloud_buffer: torch.Tensor | None = None  # CPU: reused; a fresh 10 MB buffer costs page faults
         self._free: queue.Queue[_Slot] = queue.Queue()
-        for _ in range(IN_FLIGHT if self.cuda else 0):
+        for _ in range(IN_FLIGHT if self.pinned else 0):
             self._free.put(_Slot())
-        self._copy_stream = torch.cuda.Stream(device) if self.cuda else None
+        self._copy_stream = torch.cuda.Stream(device) if self.pinned and self.cuda else None
+
+    def check_pinned(self) -> None:
+        """Raise PinnedMemoryError now, at start-up, where pinned memory cannot be had at all."""
+        if self.pinned:
+            pinned_empty((PINNED_PROBE_BYTES,), torch.uint8)  # freed at once (into the host allocator's cache)
 
     @property
     def model(self) -> ZoeDepth:
@@ -156,7 +183,7 @@ class DepthPipeline:
 
         At most ``IN_FLIGHT`` frames may be awaiting ``result()``; a further submit waits for one of them.
         """
-        slot = self._free.get() if self.cuda else None
+        slot = self._free.get() if self.pinned else None
         try:
             return self._submit(raw, encoding, intrinsics, settings, slot)
         except BaseException:
@@ -215,6 +242,13 @@ class DepthPipeline:
         """One device-to-host copy per output; on CUDA queued on the copy stream into the slot's pinned buffers."""
         if slot is None:
             return {name: t.cpu() for name, t in device_out.items()}
+        if self._copy_stream is None:  # pinned staging without a device (tests): plain synchronous copies
+            outputs = {}
+            for name, t in device_out.items():
+                outputs[name] = slot.host(name, t)
+                outputs[name].copy_(t)
+            slot.done = None
+            return outputs
         compute = torch.cuda.current_stream(self.device)
         self._copy_stream.wait_stream(compute)
         outputs = {}

@@ -5,11 +5,17 @@
 resize, normalise, encoder, decoder, heads, bicubic restore, flip averaging - is one captured CUDA graph,
 recorded once per (input shape, pad, flip, forced head) at warm-up and replayed for every frame. Precision is set
 on the model beforehand (``model.set_precision``); the runner only executes it.
+
+A failure of the capture itself raises ``CaptureError`` and a failure of torch.compile's first call for a size
+raises ``CompileError`` (the original exception is the cause), so that ``engine.Engine`` can tell a mode that
+cannot work here from an out-of-memory or a bad input, and step down to a safer mode.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +26,19 @@ MODES = ("eager", "cuda_graph", "compile")
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuDNN / cuBLAS pick their kernels)
 
 log = logging.getLogger(__name__)
+
+
+class CaptureError(RuntimeError):
+    """Recording a CUDA graph failed (the mode cannot run here; eager may)."""
+
+
+class CompileError(RuntimeError):
+    """torch.compile could not compile (or run its first call for) an input size."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 @dataclass(frozen=True)
@@ -53,10 +72,11 @@ class DepthRunner:
         mode: "eager" (plain PyTorch), "cuda_graph" (capture the eager kernels once per input size, then replay)
             or "compile" (torch.compile with inductor; on CUDA its kernels are captured in a CUDA graph too).
         channels_last: store convolution weights channels-last (CUDA; lets cuDNN skip layout transposes).
+        cudnn_benchmark: let cuDNN autotune its kernels per input size (CUDA); off after autotuning has failed.
     """
 
     def __init__(self, model: ZoeDepth, device: torch.device, mode: str = "eager", channels_last: bool = False,
-                 ) -> None:
+                 cudnn_benchmark: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown execution mode {mode!r}; use one of {', '.join(MODES)}")
         if mode == "cuda_graph" and device.type != "cuda":
@@ -68,8 +88,10 @@ class DepthRunner:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # input sizes are fixed per camera: let cuDNN pick per size
+            torch.backends.cudnn.benchmark = cudnn_benchmark  # sizes are fixed per camera: let cuDNN pick per size
         self._graphs: dict[CallKey, _Captured] = {}
+        self._compiled_keys: set[CallKey] = set()  # compile on the CPU: sizes whose first call succeeded
+        self.last_key: CallKey | None = None
         self._compiled = None
         if mode == "compile":
             self._compiled = torch.compile(self._predict_tensors, dynamic=False, fullgraph=True)
@@ -104,9 +126,18 @@ class DepthRunner:
         """
         if self.mode == "eager":
             return self.model.predict(rgb, pad_input=pad_input, flip_aug=flip_aug, domain=domain)
+        # Bad inputs raise their ValueError here, before anything is compiled or captured, so that they are
+        # never mistaken for a CaptureError / CompileError (a mode that cannot work).
+        self.model._check_input(rgb)
+        self.model._resolve_domain(domain)
+        key = self.last_key = CallKey(tuple(rgb.shape), rgb.dtype, pad_input, flip_aug, domain)
         if not self.uses_graphs:  # compile on the CPU
-            return self._result(self._compiled(rgb, pad_input, flip_aug, domain), domain)
-        key = CallKey(tuple(rgb.shape), rgb.dtype, pad_input, flip_aug, domain)
+            if key in self._compiled_keys:
+                return self._result(self._compiled(rgb, pad_input, flip_aug, domain), domain)
+            with self._compiling(key):
+                result = self._result(self._compiled(rgb, pad_input, flip_aug, domain), domain)
+            self._compiled_keys.add(key)
+            return result
         captured = self._graphs.get(key)
         if captured is None:
             captured = self._graphs[key] = self._capture(key, rgb)
@@ -114,21 +145,60 @@ class DepthRunner:
         captured.graph.replay()
         return captured.result
 
+    @contextmanager
+    def _compiling(self, key: CallKey) -> Iterator[None]:
+        """Failures of torch.compile's first call for ``key`` become CompileError (out-of-memory stays itself)."""
+        try:
+            yield
+        except (torch.OutOfMemoryError, ValueError, TypeError):
+            raise
+        except Exception as e:
+            raise CompileError(f"torch.compile failed for {key.shape}: {_one_line(e)}") from e
+
+    def drop_graphs(self, keep: CallKey | None = None) -> int:
+        """Forget captured graphs (their memory pools go back to the allocator), except ``keep``; how many."""
+        dropped = [k for k in self._graphs if k != keep]
+        for k in dropped:
+            del self._graphs[k]
+        return len(dropped)
+
     def _capture(self, key: CallKey, example: torch.Tensor) -> _Captured:
-        """Warm up on a side stream, then record one call into a CUDA graph (the documented recipe)."""
+        """Warm up on a side stream, then record one call into a CUDA graph (the documented recipe).
+
+        Only a failure of the recording itself is a CaptureError; the eager warm-up calls fail as themselves
+        (under compile, as CompileError: that is where it compiles).
+        """
         fn = self._compiled or self._predict_tensors
         static_input = example.clone()
+        if self._compiled is not None:
+            with self._compiling(key):
+                self._warm_up_for_capture(fn, static_input, key)
+        else:
+            self._warm_up_for_capture(fn, static_input, key)
+        try:
+            graph, outputs = self._record(fn, static_input, key)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:
+            raise CaptureError(f"CUDA-graph capture failed for {key.shape}: {_one_line(e)}") from e
+        log.info("captured a CUDA graph for %s (%s)", key, self.describe())
+        return _Captured(graph, static_input, self._result(outputs, key.domain))
+
+    def _warm_up_for_capture(self, fn, static_input: torch.Tensor, key: CallKey) -> None:
+        """Eager calls on a side stream, so that cuDNN / cuBLAS (and inductor) settle before the recording."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(GRAPH_WARMUP_CALLS):
                 fn(static_input, key.pad_input, key.flip_aug, key.domain)
         torch.cuda.current_stream(self.device).wait_stream(side)
+
+    def _record(self, fn, static_input: torch.Tensor, key: CallKey):
+        """One call recorded into a CUDA graph: (graph, its static outputs)."""
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             outputs = fn(static_input, key.pad_input, key.flip_aug, key.domain)
-        log.info("captured a CUDA graph for %s (%s)", key, self.describe())
-        return _Captured(graph, static_input, self._result(outputs, key.domain))
+        return graph, outputs
 
     def warmup(self, height: int, width: int, pad_input: bool = True, flip_aug: bool = False,
                domain: str | None = None, calls: int = 2) -> None:

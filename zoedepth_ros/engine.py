@@ -1,0 +1,659 @@
+"""The GPU path fails safe: a ladder of execution rungs that the node steps down instead of stopping.
+
+A rung is a (precision, execution mode) pair. ``plan_ladder`` orders them from fastest to safest; the engine
+starts at the top and moves down only, one warning line per step, naming the rung, the step and the exception::
+
+    bf16 cuda_graph: CUDA-graph capture failed during warm-up at 640x480 (RuntimeError: ...); falling back to
+    bf16 eager
+
+The ladder (precision outer, execution mode inner)::
+
+    precision  auto on CUDA:  bf16 (if the GPU has it), fp16, fp32 - bf16/fp16 only if they pass the accuracy guard
+               auto on CPU:   fp32
+               bf16 / fp16:   the one asked for, then fp32
+               fp32:          fp32
+    execution  auto:          cuda_graph, eager on CUDA; eager on the CPU
+               compile:       compile, cuda_graph, eager on CUDA; compile, eager on the CPU
+               cuda_graph:    cuda_graph, eager (CUDA only: on the CPU it is a configuration error)
+               eager:         eager
+
+    e.g. auto on an Ampere+ GPU: bf16 cuda_graph > bf16 eager > fp16 cuda_graph > fp16 eager > fp32 cuda_graph
+         > fp32 eager. Everything stays on the configured device.
+
+At start-up (``Engine.build``) each rung is opened in steps: reduced-precision conversion (of a copy: the fp32
+weights stay intact for the rungs below), runner construction (torch.compile is set up here), and, for a guarded
+precision, the accuracy guard against fp32 eager (which runs the rung's own mode, so a capture or compile failure
+shows here too). A conversion failure or a guard rejection skips every rung of that precision; any other failure
+goes one rung down. ``Engine.warmup`` (at the camera size) captures / compiles; a device failure there (capture,
+compile, out of memory, CUDA error) also goes one rung down and warms the next one.
+
+Two switches sit beside the ladder and are turned off once, with one warning, without changing the rung: pinned
+host memory (a failed pinned allocation, at start-up or for a frame: pageable, synchronous copies from then on;
+that frame is retried, not dropped) and cuDNN autotuning (a cuDNN error: autotuning off, then the same rung is
+retried at start-up, or the failure is counted at run time).
+
+At run time a device failure of a frame (``classify``) drops that frame (``FrameDropped``), frees what it can
+(``torch.cuda.empty_cache``; captured graphs of other sizes after an out-of-memory, all of them after a CUDA error)
+and is counted by kind. An out-of-memory or CUDA / cuDNN error moves one rung down after
+``FAILURES_BEFORE_STEP_DOWN`` consecutive failures (a finished frame resets the count); a capture or compile
+failure (a new size, a routing or flip change) moves down at once, since retrying it cannot help. On the last rung
+frames keep being dropped and counted. Anything else - a bad frame, a programming error - is not a device failure:
+the engine re-raises it unchanged and counts nothing. ``Engine.status`` / ``diagnostics`` say which rung is in use,
+why, every fallback with its reason and the failures by kind.
+
+Threads: ``submit`` and ``warmup`` belong to one inference thread (they are the only ones that change the runner);
+``result`` may run on a publisher thread, ``status`` / ``diagnostics`` anywhere. A failure seen by ``result`` is
+counted at once, and acted on (freeing, stepping down) by the next ``submit`` or ``warmup``.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .accuracy import MAX_MEAN_REL_DIFF, PROBE_SIZE, GuardReport, guard, probe_images, reference_results, settled
+from .geometry import Intrinsics
+from .model import PRECISIONS, ZoeDepth, precision_of, set_precision
+from .pipeline import ROUTING_TO_DOMAIN, DepthFrame, DepthPipeline, InFlight, PinnedMemoryError, Settings
+from .runtime import MODES, CaptureError, CompileError, DepthRunner
+
+FAILURES_BEFORE_STEP_DOWN = 3  # consecutive out-of-memory / CUDA errors on one rung before the next one down
+COUNTED_KINDS = ("out_of_memory", "device_error", "cudnn")  # may be transient: stepped down after a few in a row
+IMMEDIATE_KINDS = ("capture", "compile")  # the mode cannot run this input: stepped down at once
+DROPPED_KINDS = (*COUNTED_KINDS, *IMMEDIATE_KINDS)  # what ``FrameDropped.kind`` can be
+MAX_REASON_CHARS = 300
+
+log = logging.getLogger(__name__)
+
+RunnerFactory = Callable[..., DepthRunner]  # (model, device, *, mode, channels_last, cudnn_benchmark) -> runner
+
+# Words that CUDA, cuDNN, cuBLAS and graph errors put in their messages. Case-sensitive and whole-word, so that
+# "cuda:0" (a device mismatch) and "CUDAFloatType" (a dtype mismatch) - programming errors - do not match.
+_DEVICE_TEXT = re.compile(r"(?<![\w.])(?:CUDA(?![A-Za-z])|CUDAGraph|cudaGraph|cudaError|CUBLAS|cuBLAS|cuDNN|CUDNN"
+                          r"|NVRTC)")
+_CUDNN_TEXT = re.compile(r"(?<![\w.])(?:cuDNN|CUDNN)")
+_ACCELERATOR_ERROR: type | tuple = getattr(torch, "AcceleratorError", ())  # CUDA errors in recent torch
+
+
+def classify(exc: BaseException) -> str | None:
+    """The kind of device failure ``exc`` is, or None when it is not one (then it is the caller's problem).
+
+    Kinds: "pinned_memory", "out_of_memory", "capture" (recording a CUDA graph), "compile" (torch.compile /
+    dynamo / inductor), "cudnn", "device_error" (any other CUDA / cuBLAS / graph-replay error).
+    """
+    if isinstance(exc, PinnedMemoryError):
+        return "pinned_memory"
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out_of_memory"
+    if isinstance(exc, CaptureError):
+        return "capture"
+    if isinstance(exc, CompileError) or any(c.__module__.startswith(("torch._dynamo", "torch._inductor"))
+                                            for c in type(exc).__mro__):
+        return "compile"
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        if _CUDNN_TEXT.search(text):
+            return "cudnn"
+        if isinstance(exc, _ACCELERATOR_ERROR) or _DEVICE_TEXT.search(text):
+            return "device_error"
+    return None
+
+
+def summary(exc: BaseException) -> str:
+    """``Type: first line`` of an exception (of its cause for our own wrappers), short enough for one log line."""
+    if isinstance(exc, CaptureError | CompileError | PinnedMemoryError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 3] + "..."
+
+
+_KIND_TEXT = {"out_of_memory": "out of memory", "capture": "CUDA-graph capture failed",
+              "compile": "torch.compile failed", "cudnn": "cuDNN error", "device_error": "CUDA error",
+              "pinned_memory": "pinned allocation failed"}
+
+
+def failure_text(step: str, exc: BaseException) -> str:
+    """"CUDA-graph capture failed during warm-up at 640x480 (RuntimeError: ...)", or "<step> failed (...)"."""
+    kind = classify(exc)
+    what = f"{_KIND_TEXT[kind]} during {step}" if kind is not None else f"{step} failed"
+    return f"{what} ({summary(exc)})"
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One way to run the model; ``guarded``: chosen by precision "auto", so it must pass the accuracy guard."""
+
+    precision: str
+    mode: str
+    guarded: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.precision} {self.mode}"
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """One step away from something that failed: a rung, or one of the switches (pinned memory, autotuning)."""
+
+    failed: str  # "bf16 cuda_graph", "pinned host memory", "cuDNN autotuning"
+    now: str  # what is used instead ("bf16 eager", "pageable copies", "off"; "" when nothing is left)
+    phase: str  # "start-up", "warm-up", "run time"
+    reason: str
+
+
+class FrameDropped(Exception):
+    """A frame lost to a device failure that the engine has already counted and acted on; ``kind`` names it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class EngineError(RuntimeError):
+    """No rung of the ladder could start (every reason is in the message)."""
+
+
+class _RungFailed(Exception):
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(step)
+        self.step, self.cause = step, cause
+
+
+class _GuardRejected(Exception):
+    def __init__(self, report: GuardReport) -> None:
+        super().__init__(report.reason)
+        self.report = report
+
+
+class _ReferenceFailed(Exception):
+    pass
+
+
+def plan_ladder(precision: str, execution: str, device: torch.device, *, bf16_supported: bool | None = None,
+                auto_precisions: Sequence[str] | None = None) -> list[Rung]:
+    """The rungs for the requested settings, fastest first (see the module docstring).
+
+    ``auto_precisions`` replaces the reduced precisions that "auto" tries (default: bf16 and fp16 on CUDA,
+    none on the CPU); ``bf16_supported`` defaults to asking the GPU. A combination that can never run (CUDA
+    graphs on the CPU, unknown names) is a configuration error: ValueError, not a fallback.
+    """
+    if precision != "auto" and precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use auto or one of {', '.join(PRECISIONS)}")
+    if execution != "auto" and execution not in MODES:
+        raise ValueError(f"unknown execution mode {execution!r}; use auto or one of {', '.join(MODES)}")
+    cuda = device.type == "cuda"
+    if execution == "cuda_graph" and not cuda:
+        raise ValueError(f"execution cuda_graph needs a CUDA device; the node runs on {device}")
+    if execution == "compile":
+        modes = ["compile", "cuda_graph", "eager"] if cuda else ["compile", "eager"]
+    elif execution in ("auto", "cuda_graph"):
+        modes = ["cuda_graph", "eager"] if cuda else ["eager"]
+    else:
+        modes = ["eager"]
+    if precision == "auto":
+        if auto_precisions is None:
+            if cuda and (torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported):
+                auto_precisions = ("bf16", "fp16")
+            else:
+                auto_precisions = ("fp16",) if cuda else ()
+        precisions = [(p, True) for p in auto_precisions if p != "fp32"] + [("fp32", False)]
+    else:
+        precisions = [(precision, False)] + ([("fp32", False)] if precision != "fp32" else [])
+    return [Rung(p, m, guarded) for p, guarded in precisions for m in modes]
+
+
+class Engine:
+    """Owns the fp32 model, the runner and pipeline of the rung in use, and the way down the ladder.
+
+    Build it with ``Engine.build``; then ``warmup`` at the camera size, ``submit`` frames (``result`` for the
+    host frame) and read ``status`` / ``diagnostics``.
+    """
+
+    def __init__(self, model: ZoeDepth, device: torch.device, ladder: Sequence[Rung], *,
+                 channels_last: bool = False, pad_input: bool = True, flip_aug: bool = False,
+                 pinned: bool | None = None, probe_size: tuple[int, int] = PROBE_SIZE,
+                 max_mean_rel_diff: float = MAX_MEAN_REL_DIFF, runner_factory: RunnerFactory = DepthRunner,
+                 warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None) -> None:
+        if not ladder:
+            raise ValueError("an empty ladder")
+        if precision_of(model) != "fp32" or any(p.dtype != torch.float32 for p in model.parameters()):
+            raise ValueError("the engine needs the fp32 model (the rungs below a reduced precision run it)")
+        self.master = model
+        self.device = device
+        self.ladder = tuple(ladder)
+        self.channels_last = channels_last
+        self.pad_input, self.flip_aug = pad_input, flip_aug
+        self.probe_size, self.max_mean_rel_diff = probe_size, max_mean_rel_diff
+        self.runner_factory = runner_factory
+        self._warn = warn or log.warning
+        self._info = info or log.info
+        self.pinned = device.type == "cuda" if pinned is None else pinned
+        self.cudnn_benchmark = True
+        self.index = -1
+        self.runner: DepthRunner | None = None
+        self.pipeline: DepthPipeline | None = None
+        self.fallbacks: list[Fallback] = []
+        self.guard_reports: list[GuardReport] = []
+        self.failures: Counter[str] = Counter()
+        self.consecutive = 0
+        self.last_failure = ""
+        self._models: dict[str, ZoeDepth] = {"fp32": model}
+        self._rejected: dict[str, str] = {}  # precision -> why none of its rungs may be used
+        self._passed: set[str] = set()  # guarded precisions that passed the guard
+        self._probe: tuple[list[torch.Tensor], list] | None = None
+        self._ready: dict[tuple, bool] = {}  # (h, w, pad, flip, domain) -> warmed on this rung (False: failed)
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._generation = 0  # bumped on every rung change: failures of older frames do not count against it
+        self._last_failure_seq = 0
+        self._pending_free: set[str] = set()
+        self._pending_step: str | None = None
+        self._bottom_warned = False
+        self._exhausted = False  # nothing below the rung in use would open: stop trying
+
+    # ------------------------------------------------------------------ start-up
+
+    @classmethod
+    def build(cls, model: ZoeDepth, device: torch.device, precision: str = "auto", execution: str = "auto", *,
+              ladder: Sequence[Rung] | None = None, auto_precisions: Sequence[str] | None = None,
+              **kwargs) -> Engine:
+        """Plan the ladder (or take ``ladder``) and start on the first rung that opens; see ``Engine`` for kwargs.
+
+        Raises ValueError for settings that can never run and EngineError when no rung opens.
+        """
+        rungs = ladder if ladder is not None else plan_ladder(precision, execution, device,
+                                                              auto_precisions=auto_precisions)
+        engine = cls(model, device, rungs, **kwargs)
+        engine.start()
+        return engine
+
+    def start(self) -> None:
+        index, runner = self._open_from(0, "start-up")
+        self._install(index, runner)
+        self.pipeline = self._new_pipeline(runner, "start-up")
+        self._probe = None  # the guard's images and fp32 reference are not needed on this rung any more
+
+    def _open_from(self, start: int, phase: str) -> tuple[int, DepthRunner]:
+        """The first rung at or below ``start`` that opens, warning once per rung that does not."""
+        i: int | None = self._usable(start)
+        while i is not None:
+            rung = self.ladder[i]
+            try:
+                return i, self._open(rung)
+            except _RungFailed as failed:
+                e, text = failed.cause, ""
+                if classify(e) == "cudnn" and self.cudnn_benchmark:
+                    self._autotuning_off(e, phase)
+                    continue  # the same rung again, without autotuning
+                if isinstance(e, _GuardRejected):
+                    text = self._rejected[rung.precision] = (f"accuracy guard rejected {rung.precision} "
+                                                             f"({e.report.reason})")
+                elif isinstance(e, _ReferenceFailed):
+                    text = f"accuracy guard could not compute its fp32 reference ({summary(e.__cause__ or e)})"
+                    for r in self.ladder:
+                        if r.guarded:
+                            self._rejected[r.precision] = text
+                else:
+                    text = failure_text(failed.step, e)
+                    if failed.step.endswith("conversion"):
+                        self._rejected[rung.precision] = text
+                nxt = self._usable(i + 1)
+                self._fell(rung, nxt, phase, text)
+                self._free_memory(self._reachable(nxt) if nxt is not None else None)
+                i = nxt
+        rungs = {str(r) for r in self.ladder}
+        reasons = "; ".join(f"{f.failed}: {f.reason}" for f in self.fallbacks if f.failed in rungs)
+        raise EngineError(f"no way to run the model on {self.device} worked: {reasons}")
+
+    def _open(self, rung: Rung) -> DepthRunner:
+        """Conversion, runner, guard: every failure is a _RungFailed naming its step."""
+        step = f"{rung.precision} conversion"
+        try:
+            model = self._model_for(rung.precision)
+            step = "torch.compile setup" if rung.mode == "compile" else "runner construction"
+            runner = self.runner_factory(model, self.device, mode=rung.mode, channels_last=self.channels_last,
+                                         cudnn_benchmark=self.cudnn_benchmark)
+            if rung.guarded:
+                step = "the accuracy guard"
+                self._guard(rung, runner)
+        except Exception as e:
+            raise _RungFailed(step, e) from e
+        return runner
+
+    def _model_for(self, precision: str) -> ZoeDepth:
+        """The model in ``precision``: the fp32 master itself, or a converted copy (kept for the next rungs)."""
+        model = self._models.get(precision)
+        if model is None:
+            model = self._models[precision] = set_precision(copy.deepcopy(self.master), precision)
+        return model
+
+    def _guard(self, rung: Rung, runner: DepthRunner) -> None:
+        """Accuracy is a property of the precision: checked once per precision, with the first rung's runner."""
+        if rung.precision in self._passed:
+            return
+        if self._probe is None:
+            try:
+                images = probe_images(*self.probe_size, device=self.device)
+                with torch.inference_mode():
+                    self._probe = images, reference_results(self.master, images, self.pad_input, self.flip_aug)
+            except Exception as e:
+                raise _ReferenceFailed(str(e)) from e
+        images, reference = self._probe
+        report = guard(reference, lambda x: settled(runner(x, pad_input=self.pad_input, flip_aug=self.flip_aug)),
+                       images, runner.describe(), self.max_mean_rel_diff)
+        self.guard_reports.append(report)
+        self._info(f"accuracy guard {report.mode}: {'passed' if report.passed else 'failed'} (mean relative depth "
+                   f"difference {report.mean_rel_diff:.2e}, routing "
+                   f"{'identical' if report.routing_identical else 'differs'}) {report.reason}".rstrip())
+        if not report.passed:
+            raise _GuardRejected(report)
+        self._passed.add(rung.precision)
+
+    def _new_pipeline(self, runner: DepthRunner, phase: str) -> DepthPipeline:
+        if self.pinned:
+            pipeline = DepthPipeline(runner, self.device, pinned=True)
+            try:
+                pipeline.check_pinned()
+                return pipeline
+            except PinnedMemoryError as e:
+                self._unpin_switch(e, phase)
+        return DepthPipeline(runner, self.device, pinned=False)
+
+    # ------------------------------------------------------------------ moving down
+
+    def _usable(self, start: int) -> int | None:
+        """The first rung at or after ``start`` whose precision has not been ruled out."""
+        return next((j for j in range(start, len(self.ladder)) if self.ladder[j].precision not in self._rejected),
+                    None)
+
+    def _below(self) -> int | None:
+        """The rung a step down would open, None at the bottom (or when nothing below opened last time)."""
+        return None if self._exhausted else self._usable(self.index + 1)
+
+    def _reachable(self, index: int) -> set[str]:
+        return {r.precision for r in self.ladder[index:] if r.precision not in self._rejected} | {"fp32"}
+
+    def _fell(self, rung: Rung, nxt: int | None, phase: str, text: str) -> None:
+        now = str(self.ladder[nxt]) if nxt is not None else ""
+        with self._lock:
+            self.fallbacks.append(Fallback(str(rung), now, phase, text))
+        self._warn(f"{rung}: {text}; " + (f"falling back to {now}" if now else "no rung below it"))
+
+    def _install(self, index: int, runner: DepthRunner) -> None:
+        with self._lock:
+            self.index, self.runner = index, runner
+            self._generation += 1
+            self.consecutive = 0
+            self._ready = {}
+            if self.pipeline is not None:
+                self.pipeline.runner = runner
+        self._free_memory(self._reachable(index))
+
+    def _step_down(self, phase: str, text: str) -> None:
+        """One rung down from the one in use (run time / warm-up); stays put when nothing below opens."""
+        rung = self.ladder[self.index]
+        nxt = self._below()
+        if nxt is None:
+            with self._lock:
+                self.consecutive = 0
+                first = not self._bottom_warned
+                self._bottom_warned = True
+            if first:
+                self._fell(rung, None, phase, text + " (frames that fail keep being dropped)")
+            return
+        self.runner.drop_graphs()  # its graph memory is better spent on the next rung
+        self._fell(rung, nxt, phase, text)
+        try:
+            index, runner = self._open_from(nxt, phase)
+        except EngineError:
+            self._warn(f"no rung below {rung} opened; staying on it (frames that fail keep being dropped)")
+            with self._lock:
+                self.consecutive = 0
+                self._exhausted = True
+            return
+        self._install(index, runner)
+        self._probe = None
+
+    def _unpin_switch(self, exc: BaseException, phase: str) -> None:
+        with self._lock:
+            self.pinned = False
+            self.fallbacks.append(Fallback("pinned host memory", "pageable copies", phase, summary(exc)))
+        self._warn(f"pinned host memory unavailable ({summary(exc)}); using pageable, synchronous host copies "
+                   "(slower transfers, no copy overlap)")
+
+    def _autotuning_off(self, exc: BaseException, phase: str) -> None:
+        with self._lock:
+            if not self.cudnn_benchmark:  # the publisher thread may have got here first
+                return
+            self.cudnn_benchmark = False
+            self.fallbacks.append(Fallback("cuDNN autotuning", "off", phase, summary(exc)))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+        self._warn(f"cuDNN autotuning failed ({summary(exc)}); continuing without it")
+
+    def _free_memory(self, keep_precisions: set[str] | None = None) -> None:
+        """Drop converted models no rung below can use; give cached device memory back."""
+        if keep_precisions is not None:
+            for p in [p for p in self._models if p not in keep_precisions]:
+                del self._models[p]
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ run time
+
+    @property
+    def rung(self) -> Rung:
+        return self.ladder[self.index]
+
+    @property
+    def degraded(self) -> bool:
+        """True once anything fell back or a device failure was seen (diagnostics level WARN)."""
+        return bool(self.fallbacks or self.failures)
+
+    def describe(self) -> str:
+        """What runs now, e.g. "bf16 cuda_graph channels-last" (+ ", pageable copies" when pinning failed)."""
+        text = self.runner.describe()
+        return text + (", pageable copies" if self.device.type == "cuda" and not self.pinned else "")
+
+    def submit(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> InFlight:
+        """``DepthPipeline.submit`` on the rung in use.
+
+        Raises FrameDropped for a device failure (counted; maybe a rung down already); re-raises anything else.
+        """
+        self._apply_pending()
+        with self._lock:
+            self._seq += 1
+            seq, generation = self._seq, self._generation
+        try:
+            inflight = self._submit_once(raw, encoding, intrinsics, settings, seq, generation)
+        except PinnedMemoryError as e:  # the frame is retried, not dropped
+            self._unpin_switch(e, "run time")
+            self.pipeline = DepthPipeline(self.runner, self.device, pinned=False)
+            inflight = self._submit_once(raw, encoding, intrinsics, settings, seq, generation)
+        self._ready[self._key(raw.shape[0], raw.shape[1], settings)] = True
+        return inflight
+
+    def _submit_once(self, raw, encoding, intrinsics, settings, seq: int, generation: int) -> InFlight:
+        pipeline = self.pipeline
+        try:
+            inflight = pipeline.submit(raw, encoding, intrinsics, settings)
+        except PinnedMemoryError:
+            raise
+        except Exception as e:
+            kind, message = self._report(e, seq, generation, raw.shape)
+            if kind is None:
+                raise
+            self._apply_pending()
+            raise FrameDropped(kind, message) from e
+        inflight.meta["engine"] = (seq, generation)
+        if not pipeline.pinned:  # the frame is finished already
+            self._succeeded(seq, generation)
+        return inflight
+
+    def result(self, inflight: InFlight) -> DepthFrame:
+        """``inflight.result()``; a device failure surfacing here (asynchronous CUDA errors) is FrameDropped too."""
+        seq, generation = inflight.meta.get("engine", (0, -1))
+        try:
+            frame = inflight.result()
+        except Exception as e:
+            kind, message = self._report(e, seq, generation, None)
+            if kind is None:
+                raise
+            raise FrameDropped(kind, message) from e
+        self._succeeded(seq, generation)
+        return frame
+
+    def run(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> DepthFrame:
+        """Submit and wait (tools, tests)."""
+        return self.result(self.submit(raw, encoding, intrinsics, settings))
+
+    def report_failure(self, exc: BaseException) -> str | None:
+        """Count a device failure seen elsewhere (thread-safe); its kind, or None if it is not one.
+
+        Freeing and stepping down happen on the inference thread, at its next ``submit`` / ``warmup``.
+        """
+        with self._lock:
+            generation = self._generation
+        return self._report(exc, 0, generation, None)[0]
+
+    def _report(self, exc: BaseException, seq: int, generation: int, shape) -> tuple[str | None, str]:
+        kind = classify(exc)
+        if kind is None or kind == "pinned_memory":
+            return None, ""
+        with self._lock:
+            self.failures[kind] += 1
+            self.last_failure = f"{kind}: {summary(exc)}"
+            rung = self.ladder[self.index]
+            current = generation == self._generation
+            note = f"on {rung}" if current else f"on an earlier rung; {rung} now"
+            if current:
+                self._last_failure_seq = max(self._last_failure_seq, seq or self._seq)
+                self.consecutive += 1
+                self._pending_free.add(kind)
+                if kind in IMMEDIATE_KINDS or self.consecutive >= FAILURES_BEFORE_STEP_DOWN:
+                    what = (f"{_KIND_TEXT[kind]} for a frame ({summary(exc)})" if kind in IMMEDIATE_KINDS
+                            else f"{self.consecutive} device failures in a row (last: {summary(exc)})")
+                    self._pending_step = self._pending_step or what
+                    note += ", stepping down"
+                else:
+                    note += f", {self.consecutive} of {FAILURES_BEFORE_STEP_DOWN} in a row before stepping down"
+        if kind == "cudnn" and self.cudnn_benchmark:
+            self._autotuning_off(exc, "run time")
+        size = f" for a {shape[1]}x{shape[0]} image" if shape is not None else ""
+        advice = "; consider output_scale or precision" if kind == "out_of_memory" else ""
+        return kind, f"{_KIND_TEXT[kind]} on {self.device}{size} ({note}): {summary(exc)}{advice}"
+
+    def _succeeded(self, seq: int, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation and seq > self._last_failure_seq:
+                self.consecutive = 0
+
+    def _apply_pending(self) -> None:
+        """Free and step down as the failures reported so far asked (inference thread only)."""
+        with self._lock:
+            free, step = self._pending_free, self._pending_step
+            self._pending_free, self._pending_step = set(), None
+        if not free and step is None:
+            return
+        runner = self.runner
+        if free & {"device_error", "cudnn"}:
+            runner.drop_graphs()  # a graph whose replay failed is not trusted again; recaptured on demand
+        elif "out_of_memory" in free:
+            runner.drop_graphs(keep=runner.last_key)  # other sizes' graph pools
+        if step is not None:
+            self._step_down("run time", step)
+        self._free_memory()
+
+    # ------------------------------------------------------------------ warm-up
+
+    @staticmethod
+    def _key(height: int, width: int, settings: Settings) -> tuple:
+        return height, width, settings.pad_input, settings.flip_aug, ROUTING_TO_DOMAIN[settings.routing]
+
+    def warmup(self, height: int, width: int, settings: Settings | None = None) -> bool:
+        """Run (and capture / compile) the rung in use at this size before frames arrive; True when it is ready.
+
+        Cheap when already done on this rung (call it whenever idle). A device failure moves down a rung and
+        warms that one; any other failure is logged once and left to the first frame.
+        """
+        self._apply_pending()
+        settings = settings or Settings()
+        key = self._key(height, width, settings)
+        while True:
+            ready = self._ready.get(key)
+            if ready is not None:
+                return ready
+            runner, t0 = self.runner, time.monotonic()
+            try:
+                runner.warmup(height, width, pad_input=settings.pad_input, flip_aug=settings.flip_aug,
+                              domain=key[-1])
+            except Exception as e:
+                kind = classify(e)
+                if kind == "cudnn" and self.cudnn_benchmark:
+                    self._autotuning_off(e, "warm-up")
+                    runner.drop_graphs()
+                    continue
+                index = self.index
+                if kind is not None and kind != "pinned_memory" and self._below() is not None:
+                    self._step_down("warm-up", failure_text(f"warm-up at {width}x{height}", e))
+                    if self.index != index:
+                        continue  # warm the new rung
+                self._ready[key] = False
+                self._warn(f"{self.rung}: warm-up at {width}x{height} failed ({summary(e)}); "
+                           "the first frame will try again")
+                return False
+            self._ready[key] = True
+            self._info(f"warmed up for {width}x{height} ({self.describe()}) in {time.monotonic() - t0:.1f} s")
+            return True
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def why(self) -> str:
+        """Why the rung in use is the one in use: what failed just above it, or that it was the first choice."""
+        now = str(self.ladder[self.index])
+        last = next((f for f in reversed(self.fallbacks) if f.now == now), None)
+        return f"{last.failed}: {last.reason}" if last is not None else "first choice"
+
+    def status(self) -> dict:
+        """Everything diagnostics may want, as plain data."""
+        with self._lock:
+            rung = self.ladder[self.index]
+            return {
+                "rung": str(rung), "precision": rung.precision, "execution": rung.mode, "position": self.index,
+                "ladder": [str(r) for r in self.ladder], "why": self.why(),
+                "pinned": self.pinned, "cudnn_autotuning": self.cudnn_benchmark,
+                "fallbacks": [asdict(f) for f in self.fallbacks], "rejected": dict(self._rejected),
+                "failures": dict(self.failures), "consecutive_failures": self.consecutive,
+                "last_failure": self.last_failure, "guard": [r.as_dict() for r in self.guard_reports],
+            }
+
+    def diagnostics(self) -> dict[str, str]:
+        """Flat key/value strings for /diagnostics."""
+        s = self.status()
+        values = {
+            "precision": s["precision"], "execution": s["execution"],
+            "execution rung": f"{s['rung']} ({s['position'] + 1} of {len(s['ladder'])})",
+            "execution rung reason": s["why"], "execution ladder": " > ".join(s["ladder"]),
+            "fallbacks": str(len(s["fallbacks"])),
+        }
+        if self.device.type == "cuda":
+            values["host copies"] = "pinned, copy stream" if s["pinned"] else "pageable, synchronous"
+            values["cuDNN autotuning"] = "on" if s["cudnn_autotuning"] else "off"
+        for kind in DROPPED_KINDS:
+            if s["failures"].get(kind):
+                values[f"device failures ({kind})"] = str(s["failures"][kind])
+        if s["last_failure"]:
+            values["last device failure"] = s["last_failure"]
+        return values
