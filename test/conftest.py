@@ -1,13 +1,17 @@
-"""Shared fixtures: tiny random ZoeDepth models and checkpoints written in the exact official layout."""
+"""Shared fixtures: tiny random ZoeDepth models and checkpoints in the exact official layout, a private weights
+cache and the local checkpoint server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from helpers_http import CheckpointServer
 from model_fixtures import save_official, tiny_model
+
+from zoedepth_ros import weights as W
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +26,22 @@ def tiny_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
         return made[variant]
 
     return make
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private, empty weights cache; no mirror from the caller's environment."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(W.CACHE_ENV, str(folder))
+    monkeypatch.delenv(W.BASE_URL_ENV, raising=False)
+    return folder
+
+
+@pytest.fixture
+def server() -> Iterator[CheckpointServer]:
+    """The local HTTP checkpoint server of helpers_http (Range support, scripted faults)."""
+    with CheckpointServer() as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from zoedepth_ros.benchmarks.ros_env import isolated_ros_env, start_node, stop_node
 
-__all__ = ["REPO", "isolated_ros_env", "start_node", "stop_node", "wait_until"]
+__all__ = ["REPO", "isolated_ros_env", "start_node", "stop_node", "use_domain", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,3 +24,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float, spin: Callable[[fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         spin(0.05)
+
+
+def use_domain(mp, domain: int) -> dict[str, str]:
+    """Put this process (and the ``test_node_dds.Graph`` it creates) on an isolated ``domain`` until ``mp``
+    (a pytest MonkeyPatch) is undone; returns the environment for the node processes."""
+    env = isolated_ros_env(domain)
+    for k, v in env.items():
+        mp.setenv(k, v)
+    mp.setattr("test_node_dds.DOMAIN_ID", domain)
+    return env

@@ -25,12 +25,10 @@ DOMAIN = (DOMAIN_ID + 9) if rclpy is not None else 0
 def test_out_of_memory_frames_are_dropped_then_the_node_steps_down(tiny_checkpoint, tmp_path, monkeypatch):
     import subprocess
 
-    from ros_graph import REPO, isolated_ros_env, stop_node
+    from ros_graph import REPO, stop_node, use_domain
 
-    env = {**isolated_ros_env(DOMAIN), "ZOEDEPTH_TEST_OOM_FRAMES": "3"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    use_domain(monkeypatch, DOMAIN)
+    monkeypatch.setenv("ZOEDEPTH_TEST_OOM_FRAMES", "3")  # read by fault_node.py in the node's process
     log = tmp_path / "node.log"
     params = {"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "precision": "bf16", "execution": "eager",
               "warmup": False, "routing": "indoor"}

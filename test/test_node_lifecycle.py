@@ -46,12 +46,9 @@ class Lifecycle:
 
 @pytest.fixture
 def managed(tiny_checkpoint, tmp_path, monkeypatch):
-    from ros_graph import isolated_ros_env, stop_node
+    from ros_graph import stop_node, use_domain
 
-    env = isolated_ros_env(DOMAIN)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    env = use_domain(monkeypatch, DOMAIN)
     checkpoint = tmp_path / "later" / "tiny_nk.pt"  # does not exist yet: the first configure must fail
     log = tmp_path / "node.log"
     proc = start_python_module("zoedepth_ros.node", ["--managed", *ros_args(

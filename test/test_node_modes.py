@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import test_node_dds
 import torch
-from ros_graph import REPO, isolated_ros_env, start_node, stop_node
+from ros_graph import REPO, isolated_ros_env, start_node, stop_node, use_domain
 from test_node_dds import DOMAIN_ID, Graph, diagnostics, rgb_image
 
 from zoedepth_ros.model import load, set_precision
@@ -23,10 +23,7 @@ DOMAIN = DOMAIN_ID + 2  # its own domain: never sees the other modules' nodes
 @pytest.fixture(scope="module")
 def bf16_node(tiny_checkpoint, tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    env = isolated_ros_env(DOMAIN)
-    for k, v in env.items():
-        mp.setenv(k, v)
-    mp.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    env = use_domain(mp, DOMAIN)
     log = tmp_path_factory.mktemp("node_bf16") / "node.log"
     proc = start_node({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "precision": "bf16",
                        "execution": "eager", "routing": "indoor"}, env, log)

@@ -29,13 +29,10 @@ PAIRING_DROPS = ("dropped (camera_info_late)", "dropped (no_camera_info)")
 
 @pytest.fixture(scope="module")
 def pairing_graph(tiny_checkpoint, tmp_path_factory):
-    from ros_graph import isolated_ros_env, stop_node
+    from ros_graph import stop_node, use_domain
 
     mp = pytest.MonkeyPatch()
-    env = isolated_ros_env(DOMAIN)
-    for k, v in env.items():
-        mp.setenv(k, v)
-    mp.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    env = use_domain(mp, DOMAIN)
     log = tmp_path_factory.mktemp("node_pairing") / "node.log"
     # reliable input: this test is about pairing, not about frames the middleware may lose (that is counted apart)
     proc = start_python_module("zoedepth_ros.node", ros_args({

@@ -25,12 +25,9 @@ IDLE_LIMIT_S, BUSY_LIMIT_S = 2.0, 3.0
 
 @pytest.fixture
 def ros(monkeypatch):
-    from ros_graph import isolated_ros_env
+    from ros_graph import use_domain
 
-    env = isolated_ros_env(DOMAIN)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    env = use_domain(monkeypatch, DOMAIN)
     return env
 
 

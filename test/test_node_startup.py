@@ -64,12 +64,9 @@ def test_an_integer_is_accepted_where_a_float_is_expected(tmp_path):
 
 @pytest.fixture
 def fresh_node(tiny_checkpoint, tmp_path, monkeypatch):
-    from ros_graph import isolated_ros_env, stop_node
+    from ros_graph import stop_node, use_domain
 
-    env = isolated_ros_env(DOMAIN)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    env = use_domain(monkeypatch, DOMAIN)
     log = tmp_path / "node.log"
     proc = start_python_module("zoedepth_ros.node", ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu"}),
                                env, log)

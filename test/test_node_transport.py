@@ -20,12 +20,9 @@ SMALL_SEGMENT = 2 * 1024 * 1024  # 2 MB: a 1280x960 rgb8 image (3.7 MB) does not
 
 @pytest.fixture
 def ros(monkeypatch):
-    from ros_graph import isolated_ros_env
+    from ros_graph import use_domain
 
-    env = isolated_ros_env(DOMAIN)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
+    env = use_domain(monkeypatch, DOMAIN)
     return env
 
 

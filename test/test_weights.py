@@ -44,20 +44,6 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return made
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(W.CACHE_ENV, str(folder))
-    monkeypatch.delenv(W.BASE_URL_ENV, raising=False)
-    return folder
-
-
-@pytest.fixture
-def server():
-    with CheckpointServer() as srv:
-        yield srv
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

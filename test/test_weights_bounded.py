@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,20 +21,6 @@ from zoedepth_ros import weights as W
 from zoedepth_ros.tools.weights import main
 
 NK = "ZoeD_M12_NK.pt"
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(W.CACHE_ENV, str(folder))
-    monkeypatch.delenv(W.BASE_URL_ENV, raising=False)
-    return folder
-
-
-@pytest.fixture
-def server() -> Iterator[CheckpointServer]:
-    with CheckpointServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,21 +23,6 @@ from zoedepth_ros.weights import WeightsError
 
 NK = "ZoeD_M12_NK.pt"
 FETCH_ADVICE = "`zoedepth-ros-weights fetch ZoeD_M12_NK` on a machine with network access"
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private, empty weights cache; no mirror from the caller's environment."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(W.CACHE_ENV, str(folder))
-    monkeypatch.delenv(W.BASE_URL_ENV, raising=False)
-    return folder
-
-
-@pytest.fixture
-def server() -> Iterator[CheckpointServer]:
-    with CheckpointServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ lazily, when a file is actually verified, so listing and resolving paths stay ch
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import logging
@@ -790,12 +789,9 @@ def _locate(
 
 
 def _is_link_loop(path: Path) -> bool:
-    """True when resolving ``path`` runs into a symlink loop, which ``Path.exists`` reports as plain absence."""
-    try:
-        path.stat()
-    except OSError as e:
-        return e.errno == errno.ELOOP
-    return False
+    from zoedepth_ros.model.loading import is_link_loop  # lazily: the weights CLI starts without torch
+
+    return is_link_loop(path)
 
 
 def _refuse_link_loop(path: Path) -> None:

@@ -47,7 +47,7 @@ def _plain(text: str) -> str:
     return " ".join(_ANSI.sub("", text).split())
 
 
-def _is_link_loop(path: Path) -> bool:
+def is_link_loop(path: Path) -> bool:
     """True when resolving ``path`` runs into a symlink loop, which ``Path.exists`` reports as plain absence."""
     try:
         path.stat()
@@ -57,7 +57,7 @@ def _is_link_loop(path: Path) -> bool:
 
 
 def _require_no_loop(path: Path) -> None:
-    if _is_link_loop(path):
+    if is_link_loop(path):
         raise CheckpointError(f"checkpoint {path} is a symbolic link loop; make the link point to the real checkpoint")
 
 
