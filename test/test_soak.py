@@ -52,8 +52,8 @@ def test_short_soak_reports_every_figure(tmp_path, capsys):
     assert main(["--random", "tiny-nk", "--minutes", "0.3", "--warmup-minutes", "0.1", "--window-minutes", "0.05",
                  "--rate", "2", "--size", "160x120", "--sample-seconds", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    rows = ("RSS slope after warm-up", "RSS floor slope", "open fds / threads", "latency p50/p99, last window",
-            "drops by reason")
+    rows = ("RSS slope after warm-up", "RSS floor slope", "second half", "open fds / threads",
+            "latency p50/p99, last window", "drops by reason")
     for row in rows:
         assert row in text
     report = json.loads(out.read_text())

@@ -165,6 +165,7 @@ def run_soak(cfg: SoakConfig, log=print, workdir: Path | None = None) -> dict[st
         "rss_mb": {"start": after[0].rss_mb if after else math.nan, "end": after[-1].rss_mb if after else math.nan},
         "rss_slope_mb_per_min": slope_per_min(after),
         "rss_floor_slope_mb_per_min": floor_slope_per_min(after),
+        "rss_floor_slope_second_half_mb_per_min": floor_slope_per_min([s for s in samples if s.t >= end / 2]),
         "samples": [s.__dict__ for s in samples],
         "fds": {"start": after[0].fds if after else 0, "end": after[-1].fds if after else 0},
         "threads": {"start": after[0].threads if after else 0, "end": after[-1].threads if after else 0},
@@ -192,6 +193,8 @@ def render(report: dict[str, Any]) -> str:
         ("RSS slope after warm-up", f"{slope:.3f} MB/min, least squares over all samples"),
         ("RSS floor slope after warm-up", f"{floor:.3f} MB/min, of each minute's lowest sample "
                                           f"({'PASS' if floor < RSS_SLOPE_TARGET else 'FAIL'}: < {RSS_SLOPE_TARGET})"),
+        ("RSS floor slope, second half", f"{report['rss_floor_slope_second_half_mb_per_min']:.3f} MB/min "
+                                         "(a step up that then stays flat is the allocator, a slope is a leak)"),
         ("open fds / threads, start -> end", f"{report['fds']['start']} -> {report['fds']['end']} / "
                                              f"{report['threads']['start']} -> {report['threads']['end']}"),
         ("latency p50/p99, first window", f"{lat['first']['p50_ms']:.1f} / "
