@@ -58,8 +58,10 @@ ARGUMENTS = {  # name -> (default, description)
     "namespace": ("", "namespace of the node and of its topics (and of the demo camera and rviz2)"),
     "name": ("zoedepth", "node name"),
     "image": ("", f"camera image topic; empty: {DEFAULT_IMAGE}, or the demo camera's `image` with demo:=true"),
-    "camera_info": ("", f"camera info of that image; empty: {DEFAULT_CAMERA_INFO}, or the demo camera's "
-                        "`camera_info` with demo:=true"),
+    "camera_info": (
+        "",
+        f"camera info of that image; empty: {DEFAULT_CAMERA_INFO}, or the demo camera's `camera_info` with demo:=true",
+    ),
     "checkpoint": ("", "overrides params_file's checkpoint when given: official name, .pt file or HF folder"),
     "device": ("", "overrides params_file's device when given: auto, cpu, cuda or cuda:N"),
     "rviz": ("false", "also start rviz2 on this node's topics"),
@@ -86,8 +88,9 @@ def require_rviz2() -> None:
         executable = None
     if executable is None or not os.access(executable, os.X_OK):
         distro = os.environ.get("ROS_DISTRO") or "<distro>"
-        raise RuntimeError(f"rviz:=true but rviz2 is not installed; install ros-{distro}-rviz2 "
-                           "or run without rviz:=true")
+        raise RuntimeError(
+            f"rviz:=true but rviz2 is not installed; install ros-{distro}-rviz2 or run without rviz:=true"
+        )
 
 
 def full_namespace(context: LaunchContext, namespace: str) -> str:
@@ -136,29 +139,54 @@ def launch_setup(context: LaunchContext) -> list:
     overrides = {k: ParameterValue(cfg[k], value_type=str) for k in ("checkpoint", "device") if cfg[k]}
     if overrides:
         parameters.append(overrides)
-    node_kw = dict(package=PACKAGE, executable="zoedepth_node", name=name, namespace=namespace,
-                   parameters=parameters, remappings=remappings, output="screen", emulate_tty=True)
+    node_kw = dict(
+        package=PACKAGE,
+        executable="zoedepth_node",
+        name=name,
+        namespace=namespace,
+        parameters=parameters,
+        remappings=remappings,
+        output="screen",
+        emulate_tty=True,
+    )
     actions: list = []
     if lifecycle:
         node = LifecycleNode(arguments=["--managed"], **node_kw)
         if autostart:
+
             def transition(transition_id: int) -> EmitEvent:
-                return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                   transition_id=transition_id))
+                return EmitEvent(
+                    event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id)
+                )
+
             actions += [
-                RegisterEventHandler(OnProcessStart(target_action=node,
-                                                    on_start=[transition(Transition.TRANSITION_CONFIGURE)])),
-                RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
-                                                       goal_state="inactive",
-                                                       entities=[transition(Transition.TRANSITION_ACTIVATE)])),
+                RegisterEventHandler(
+                    OnProcessStart(target_action=node, on_start=[transition(Transition.TRANSITION_CONFIGURE)])
+                ),
+                RegisterEventHandler(
+                    OnStateTransition(
+                        target_lifecycle_node=node,
+                        start_state="configuring",
+                        goal_state="inactive",
+                        entities=[transition(Transition.TRANSITION_ACTIVATE)],
+                    )
+                ),
             ]
     else:
         node = Node(**node_kw)
     actions.append(node)
     if demo:
-        actions.append(Node(package=PACKAGE, executable="zoedepth_demo_camera", name="demo_camera",
-                            namespace=namespace, parameters=[{"frame_id": fixed_frame}], remappings=remappings,
-                            output="screen"))
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable="zoedepth_demo_camera",
+                name="demo_camera",
+                namespace=namespace,
+                parameters=[{"frame_id": fixed_frame}],
+                remappings=remappings,
+                output="screen",
+            )
+        )
     if rviz:
         template = Path(get_package_share_directory(PACKAGE)) / "config" / "zoedepth.rviz"
         path = rviz_config(template, full_namespace(context, namespace), fixed_frame)
@@ -172,6 +200,11 @@ def launch_setup(context: LaunchContext) -> list:
 def generate_launch_description() -> LaunchDescription:
     default_params = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "zoedepth.yaml"])
     args = [DeclareLaunchArgument(n, default_value=d, description=text) for n, (d, text) in ARGUMENTS.items()]
-    args.append(DeclareLaunchArgument("params_file", default_value=default_params,
-                                      description="parameter file (empty: the node's built-in defaults)"))
+    args.append(
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=default_params,
+            description="parameter file (empty: the node's built-in defaults)",
+        )
+    )
     return LaunchDescription([*args, OpaqueFunction(function=launch_setup)])

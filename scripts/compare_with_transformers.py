@@ -25,13 +25,28 @@ def random_hf_model(variant: str, seed: int):
 
     nyu = {"name": "nyu", "n_bins": 64, "min_depth": 1e-3, "max_depth": 10.0}
     kitti = {"name": "kitti", "n_bins": 64, "min_depth": 1e-3, "max_depth": 80.0}
-    backbone = BeitConfig(image_size=384, num_hidden_layers=24, hidden_size=1024, intermediate_size=4096,
-                          num_attention_heads=16, use_relative_position_bias=True, reshape_hidden_states=False,
-                          out_features=["stage6", "stage12", "stage18", "stage24"], layer_norm_eps=1e-6)
-    router = {"num_patch_transformer_layers": 4, "patch_transformer_hidden_size": 128,
-              "patch_transformer_intermediate_size": 1024, "patch_transformer_num_attention_heads": 4}
-    config = ZoeDepthConfig(backbone_config=backbone, bin_configurations=[nyu, kitti] if variant == "nk" else [nyu],
-                            **(router if variant == "nk" else {}))
+    backbone = BeitConfig(
+        image_size=384,
+        num_hidden_layers=24,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_attention_heads=16,
+        use_relative_position_bias=True,
+        reshape_hidden_states=False,
+        out_features=["stage6", "stage12", "stage18", "stage24"],
+        layer_norm_eps=1e-6,
+    )
+    router = {
+        "num_patch_transformer_layers": 4,
+        "patch_transformer_hidden_size": 128,
+        "patch_transformer_intermediate_size": 1024,
+        "patch_transformer_num_attention_heads": 4,
+    }
+    config = ZoeDepthConfig(
+        backbone_config=backbone,
+        bin_configurations=[nyu, kitti] if variant == "nk" else [nyu],
+        **(router if variant == "nk" else {}),
+    )
     torch.manual_seed(seed)
     return randomize_(ZoeDepthForDepthEstimation(config), seed).eval()
 
@@ -70,13 +85,19 @@ def main() -> int:
         got = ours(image)
         t2 = time.perf_counter()
     diff = (got["metric_depth"][:, 0] - expected.predicted_depth).abs()
-    print(f"variant {ours.config.variant}  net {size}  depth range {expected.predicted_depth.min():.4f}.."
-          f"{expected.predicted_depth.max():.4f} m")
-    print(f"depth |diff| max {diff.max():.3e}  mean {diff.mean():.3e}  max rel "
-          f"{(diff / expected.predicted_depth.abs().clamp_min(1e-6)).max():.3e}")
+    print(
+        f"variant {ours.config.variant}  net {size}  depth range {expected.predicted_depth.min():.4f}.."
+        f"{expected.predicted_depth.max():.4f} m"
+    )
+    print(
+        f"depth |diff| max {diff.max():.3e}  mean {diff.mean():.3e}  max rel "
+        f"{(diff / expected.predicted_depth.abs().clamp_min(1e-6)).max():.3e}"
+    )
     if "domain_logits" in got:
-        print(f"domain logits |diff| max {(got['domain_logits'] - expected.domain_logits).abs().max():.3e}  "
-              f"head {got['domain']}")
+        print(
+            f"domain logits |diff| max {(got['domain_logits'] - expected.domain_logits).abs().max():.3e}  "
+            f"head {got['domain']}"
+        )
     print(f"time transformers {t1 - t0:.2f} s, zoedepth_ros {t2 - t1:.2f} s ({args.device}, fp32, one pass)")
     return 0
 

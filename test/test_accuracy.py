@@ -69,8 +69,9 @@ def test_depth_off_by_more_than_one_percent_fails(nk, images):
 def test_a_routing_flip_fails_even_with_close_depth(nk, images):
     ref = reference_results(nk, images)
     other = "kitti" if ref[0].domains[0] == "nyu" else "nyu"
-    report = guard(ref, lambda x: nk.predict(x, flip_aug=False, domain=other if x is images[0] else None),
-                   images, "flipped")
+    report = guard(
+        ref, lambda x: nk.predict(x, flip_aug=False, domain=other if x is images[0] else None), images, "flipped"
+    )
     assert not report.passed and not report.routing_identical and "routing differs" in report.reason
 
 
@@ -83,8 +84,9 @@ def test_select_fast_mode_keeps_a_passing_precision():
 
 def test_select_fast_mode_falls_back_to_fp32_when_the_guard_fails():
     model = tiny_model("n", seed=1)
-    runner, reports = select_fast_mode(model, CPU, ["bf16", "fp16"], "eager", probe_size=(48, 64),
-                                       max_mean_rel_diff=1e-9)
+    runner, reports = select_fast_mode(
+        model, CPU, ["bf16", "fp16"], "eager", probe_size=(48, 64), max_mean_rel_diff=1e-9
+    )
     assert [r.passed for r in reports] == [False, False]
     assert runner.precision == "fp32" and runner.model is model
     images = probe_images(48, 64)

@@ -87,16 +87,19 @@ def test_resample_up_to_1x3_grid_by_hand():
     # = -0.2 (clamped to 0), 0.4, 1.0, 1.6, 2.2 (upper neighbour clamped to 2)
     # head 0, row [3, 4, 5]: 3, 0.6*3 + 0.4*4, 4, 0.4*4 + 0.6*5, 5
     # head 1, row [1, -1, 2]: 1, 0.6*1 + 0.4*-1, -1, 0.4*-1 + 0.6*2, 2
-    expected = torch.tensor([
-        [3.0, 1.0],
-        [3.4, 0.2],
-        [4.0, -1.0],
-        [4.6, 0.8],
-        [5.0, 2.0],
-        [9.0, 0.5],  # cls rows kept, in order
-        [10.0, -0.5],
-        [11.0, 0.25],
-    ], dtype=F64)
+    expected = torch.tensor(
+        [
+            [3.0, 1.0],
+            [3.4, 0.2],
+            [4.0, -1.0],
+            [4.6, 0.8],
+            [5.0, 2.0],
+            [9.0, 0.5],  # cls rows kept, in order
+            [10.0, -0.5],
+            [11.0, 0.25],
+        ],
+        dtype=F64,
+    )
     assert out.shape == (8, 2)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
@@ -129,7 +132,7 @@ def attention_by_hand(attn: Attention, x: torch.Tensor, table: torch.Tensor, ind
     n = x.shape[1]
     heads = []
     for h in range(2):
-        q, k, v = (t[..., 4 * h:4 * h + 4] for t in (q_all, k_all, v_all))
+        q, k, v = (t[..., 4 * h : 4 * h + 4] for t in (q_all, k_all, v_all))
         bias = torch.tensor([[table[index[i][j], h].item() for j in range(n)] for i in range(n)], dtype=F64)
         scores = (q * 4**-0.5) @ k.transpose(-1, -2) + bias
         weights = scores.exp() / scores.exp().sum(dim=-1, keepdim=True)
@@ -186,8 +189,11 @@ def test_attention_qkv_split_and_zero_k_bias(monkeypatch):
     x = torch.randn(1, 5, 8, dtype=F64)
     attn(x, (2, 2))
     w = attn.qkv.weight
-    for name, rows, bias in (("q", slice(0, 8), attn.q_bias), ("k", slice(8, 16), torch.zeros(8, dtype=F64)),
-                             ("v", slice(16, 24), attn.v_bias)):
+    for name, rows, bias in (
+        ("q", slice(0, 8), attn.q_bias),
+        ("k", slice(8, 16), torch.zeros(8, dtype=F64)),
+        ("v", slice(16, 24), attn.v_bias),
+    ):
         full = x[0] @ w[rows].T + bias  # 5, 8
         by_head = torch.stack([full[:, 0:4], full[:, 4:8]])  # heads, tokens, head_dim
         torch.testing.assert_close(seen[name][0], by_head, rtol=0, atol=1e-12, msg=name)
@@ -266,8 +272,13 @@ def test_sinusoidal_encoding_dim4_sines_then_cosines():
 def test_sinusoidal_encoding_dim6():
     enc = sinusoidal_encoding(4, 6, dtype=F64)
     f1, f2 = 10000 ** (-2 / 6), 10000 ** (-4 / 6)  # 0.0464159, 0.00215443
-    expected = torch.tensor([[math.sin(p), math.sin(p * f1), math.sin(p * f2),
-                              math.cos(p), math.cos(p * f1), math.cos(p * f2)] for p in range(4)], dtype=F64)
+    expected = torch.tensor(
+        [
+            [math.sin(p), math.sin(p * f1), math.sin(p * f2), math.cos(p), math.cos(p * f1), math.cos(p * f2)]
+            for p in range(4)
+        ],
+        dtype=F64,
+    )
     assert enc.dtype == F64
     torch.testing.assert_close(enc, expected, rtol=0, atol=1e-6)
 

@@ -14,9 +14,32 @@ from zoedepth_ros.tools import bench
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     sections = "model,paths,host" + (",e2e" if _has_rclpy() else "")
-    code = bench.main(["--random", "tiny-nk", "--device", "cpu", "--sizes", "640x480", "--iters", "2",
-                       "--warmup", "1", "--host-iters", "5", "--sections", sections, "--e2e-size", "64x48",
-                       "--e2e-rate", "10", "--e2e-duration", "2", "--json", str(out)])
+    code = bench.main(
+        [
+            "--random",
+            "tiny-nk",
+            "--device",
+            "cpu",
+            "--sizes",
+            "640x480",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--host-iters",
+            "5",
+            "--sections",
+            sections,
+            "--e2e-size",
+            "64x48",
+            "--e2e-rate",
+            "10",
+            "--e2e-duration",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     return json.loads(out.read_text())
 
@@ -74,17 +97,33 @@ def test_end_to_end_section(report):
 
 
 def _h100_report(latency, official, p50, p99, rate, other_drops):
-    row = {"height": 384, "width": 512, "scope": "network", "precision": "bf16", "mode": "cuda_graph",
-           "latency": {"p50_ms": latency}, "guard": {"passed": True}}
+    row = {
+        "height": 384,
+        "width": 512,
+        "scope": "network",
+        "precision": "bf16",
+        "mode": "cuda_graph",
+        "latency": {"p50_ms": latency},
+        "guard": {"passed": True},
+    }
     return {
         "environment": {"device_name": "NVIDIA H100 80GB HBM3", "variant": "nk", "tiny": False},
         "model": {"rows": [row]},
         "paths": {"sizes": [{"height": 480, "width": 640, "speedup": {"official_defaults_fp32": official}}]},
-        "end_to_end": {"width": 640, "rate_hz": 60.0,
-                       "depth": {"p50_ms": p50, "p99_ms": p99, "rate_hz": rate},
-                       "dropped": {"latest_frame_rule": 3, "other": {"dropped (error)": other_drops}}},
-        "host": {"sizes": {"640x480": {"total_ms": {"xyz": 2.5, "xyz_gpu_cloud": 1.0},
-                                       "cloud": {"xyzrgb": {"pack": {"p50_ms": 1.4}}}}}},
+        "end_to_end": {
+            "width": 640,
+            "rate_hz": 60.0,
+            "depth": {"p50_ms": p50, "p99_ms": p99, "rate_hz": rate},
+            "dropped": {"latest_frame_rule": 3, "other": {"dropped (error)": other_drops}},
+        },
+        "host": {
+            "sizes": {
+                "640x480": {
+                    "total_ms": {"xyz": 2.5, "xyz_gpu_cloud": 1.0},
+                    "cloud": {"xyzrgb": {"pack": {"p50_ms": 1.4}}},
+                }
+            }
+        },
     }
 
 
@@ -93,5 +132,6 @@ def test_targets_pass_and_fail_on_an_h100_report():
     assert all(good.values()), good
     bad = targets.check(_h100_report(7.0, 5.0, 13.0, 25.0, 40.0, 2))
     failed = {t["target"] for t in bad if t["passed"] is False}
-    assert len(failed) == 5 and all("model latency" in t or "end to end" in t or "speed-up" in t or "60 Hz" in t
-                                    for t in failed)
+    assert len(failed) == 5 and all(
+        "model latency" in t or "end to end" in t or "speed-up" in t or "60 Hz" in t for t in failed
+    )

@@ -45,7 +45,14 @@ def test_default_domain_is_clear_of_the_node_tests():
 
 def test_ros_args_spell_parameters_for_the_command_line():
     assert ros_env.ros_args({"flip_aug": True, "max_depth": 10.0, "device": "cpu"}) == [
-        "--ros-args", "-p", "flip_aug:=true", "-p", "max_depth:=10.0", "-p", "device:=cpu"]
+        "--ros-args",
+        "-p",
+        "flip_aug:=true",
+        "-p",
+        "max_depth:=10.0",
+        "-p",
+        "device:=cpu",
+    ]
 
 
 def test_applied_env_restores_the_previous_environment(monkeypatch):
@@ -57,8 +64,13 @@ def test_applied_env_restores_the_previous_environment(monkeypatch):
 
 
 def test_topic_stats_count_only_the_measured_window():
-    samples = [(1_000, 1_000 + 5_000_000), (2_000_000_000, 2_010_000_000), (2_100_000_000, 2_130_000_000),
-               (2_200_000_000, 2_220_000_000), (3_000_000_000, 3_001_000_000)]
+    samples = [
+        (1_000, 1_000 + 5_000_000),
+        (2_000_000_000, 2_010_000_000),
+        (2_100_000_000, 2_130_000_000),
+        (2_200_000_000, 2_220_000_000),
+        (3_000_000_000, 3_001_000_000),
+    ]
     stats = dds._topic_stats(samples, 2_000_000_000, 3_000_000_000)
     assert (stats["received"], stats["received_total"], stats["n"]) == (3, 5, 3)
     assert (stats["min_ms"], stats["p50_ms"], stats["max_ms"]) == pytest.approx((10.0, 20.0, 30.0))
@@ -68,10 +80,18 @@ def test_topic_stats_count_only_the_measured_window():
 
 
 def test_drop_counters_are_read_from_the_node_diagnostics():
-    values = {"frames processed": "12", "rate (Hz)": "4.80", "dropped (newer frame arrived)": "21",
-              "skipped (no subscribers)": "3", "dropped (no_camera_info)": "1", "model": "ZoeD_NK"}
-    assert dds._drops(values) == ({"latest_frame_rule": 21,
-                                   "other": {"skipped (no subscribers)": 3, "dropped (no_camera_info)": 1}}, 12)
+    values = {
+        "frames processed": "12",
+        "rate (Hz)": "4.80",
+        "dropped (newer frame arrived)": "21",
+        "skipped (no subscribers)": "3",
+        "dropped (no_camera_info)": "1",
+        "model": "ZoeD_NK",
+    }
+    assert dds._drops(values) == (
+        {"latest_frame_rule": 21, "other": {"skipped (no subscribers)": 3, "dropped (no_camera_info)": 1}},
+        12,
+    )
     assert dds._drops(None) == ({"latest_frame_rule": None, "other": {}}, None)
 
 
@@ -111,11 +131,15 @@ def ros():
 
 def test_end_to_end_through_dds(ros, tiny_checkpoint):
     rate, duration = 10.0, 2.0
-    result = dds.run_end_to_end(str(tiny_checkpoint("nk")), {"device": "cpu"}, 64, 48, rate, duration,
-                                warmup_s=0.5, timeout_s=60.0)
+    result = dds.run_end_to_end(
+        str(tiny_checkpoint("nk")), {"device": "cpu"}, 64, 48, rate, duration, warmup_s=0.5, timeout_s=60.0
+    )
     json.dumps(result, allow_nan=False)
-    assert result["node_params"] == {"checkpoint": str(tiny_checkpoint("nk")), "point_cloud.color": False,
-                                     "device": "cpu"}
+    assert result["node_params"] == {
+        "checkpoint": str(tiny_checkpoint("nk")),
+        "point_cloud.color": False,
+        "device": "cpu",
+    }
     assert (result["width"], result["height"], result["rate_hz"], result["duration_s"]) == (64, 48, rate, duration)
     # the camera keeps its schedule: ~rate * duration frames stamped inside the measured window
     assert rate * duration - 5 <= result["published_measured"] <= rate * duration + 1
@@ -135,8 +159,9 @@ def test_end_to_end_through_dds(ros, tiny_checkpoint):
     dropped = result["dropped"]
     assert dropped["latest_frame_rule"] >= 0 and all(n >= 0 for n in dropped["other"].values())
     assert depth["received_total"] <= result["node_processed"]
-    assert result["node_processed"] + dropped["latest_frame_rule"] + sum(dropped["other"].values()) \
-        <= result["published"]
+    assert (
+        result["node_processed"] + dropped["latest_frame_rule"] + sum(dropped["other"].values()) <= result["published"]
+    )
     assert result["lost"] == result["published_measured"] - depth["received"] >= 0
 
 

@@ -46,12 +46,20 @@ def test_cloud_packing_runs_on_one_thread_and_restores_the_setting(two_threads):
     assert out["threads"] == 1
     assert out["threads_restored"] == two_threads == torch.get_num_threads()
     payloads = out.pop("_bytes")
-    assert {k: len(v) for k, v in payloads.items()} == {"depth": 4 * 64 * 48, "xyz": 16 * 64 * 48,
-                                                        "xyzrgb": 32 * 64 * 48}
+    assert {k: len(v) for k, v in payloads.items()} == {
+        "depth": 4 * 64 * 48,
+        "xyz": 16 * 64 * 48,
+        "xyzrgb": 32 * 64 * 48,
+    }
     for where, s in summaries(out):
         check_summary(where, s, ITERS)
-    assert {p for p, _ in summaries(out)} == {("depth_to_bytes",), ("xyz", "pack"), ("xyz", "to_bytes"),
-                                              ("xyzrgb", "pack"), ("xyzrgb", "to_bytes")}
+    assert {p for p, _ in summaries(out)} == {
+        ("depth_to_bytes",),
+        ("xyz", "pack"),
+        ("xyz", "to_bytes"),
+        ("xyzrgb", "pack"),
+        ("xyzrgb", "to_bytes"),
+    }
 
 
 def test_time_calls_measures_the_call_not_the_gap():
@@ -82,17 +90,28 @@ def test_host_costs_with_a_real_subscriber(two_threads):
     for label, item in report["sizes"].items():
         assert item["conversion"]["message"] == "sensor_msgs/Image"
         assert item["cloud"]["threads"] == 1
-        assert set(item["messages"]) == set(item["publish"]) == {"depth_image", "camera_info", "point_cloud_xyz",
-                                                                 "point_cloud_xyzrgb"}
+        assert (
+            set(item["messages"])
+            == set(item["publish"])
+            == {"depth_image", "camera_info", "point_cloud_xyz", "point_cloud_xyzrgb"}
+        )
         found = list(summaries({k: item[k] for k in ("conversion", "receive", "cloud", "messages", "publish")}))
         assert len(found) == 1 + 1 + 5 + 4 + 4, label
         for where, s in found:
             check_summary((label, *where), s, ITERS)
         for kind in ("xyz", "xyzrgb"):
-            parts = [item["conversion"]["image_array_from_msg"], item["receive"]["deserialize_image"],
-                     item["cloud"][kind]["pack"], item["cloud"][kind]["to_bytes"], item["cloud"]["depth_to_bytes"]]
-            parts += [item[part][name] for part in ("messages", "publish")
-                      for name in ("depth_image", "camera_info", f"point_cloud_{kind}")]
+            parts = [
+                item["conversion"]["image_array_from_msg"],
+                item["receive"]["deserialize_image"],
+                item["cloud"][kind]["pack"],
+                item["cloud"][kind]["to_bytes"],
+                item["cloud"]["depth_to_bytes"],
+            ]
+            parts += [
+                item[part][name]
+                for part in ("messages", "publish")
+                for name in ("depth_image", "camera_info", f"point_cloud_{kind}")
+            ]
             assert item["total_ms"][kind] == pytest.approx(sum(p["p50_ms"] for p in parts))
             pack = item["cloud"][kind]["pack"]["p50_ms"]
             assert item["total_ms"][f"{kind}_gpu_cloud"] == pytest.approx(item["total_ms"][kind] - pack)

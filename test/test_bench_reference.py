@@ -27,8 +27,10 @@ from zoedepth_ros.model import ZOED_K, ZOED_N, ZOED_NK, LayoutError, ZoeDepth, o
 from zoedepth_ros.model.layouts import config_from_hf, hf_to_official, official_to_hf, official_to_model
 
 DATA = Path(__file__).parent / "data"
-needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
-                                        reason="transformers is the reference implementation (a test extra)")
+needs_transformers = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None,
+    reason="transformers is the reference implementation (a test extra)",
+)
 NYU = {"name": "nyu", "n_bins": 16, "min_depth": 1e-3, "max_depth": 10.0}
 KITTI = {"name": "kitti", "n_bins": 16, "min_depth": 1e-3, "max_depth": 80.0}
 
@@ -64,6 +66,7 @@ def camera_image() -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ weight mapping
 
+
 @pytest.mark.parametrize("variant", ["n", "k", "nk"])
 def test_official_to_hf_round_trips_exactly(variant):
     model = tiny_model(variant)
@@ -86,7 +89,7 @@ def test_fused_projections_are_split_in_query_key_value_order():
     attn = "backbone.encoder.layer.1.attention.attention."
     dim = model.config.backbone.embed_dim
     for i, name in enumerate(("query", "key", "value")):
-        assert torch.equal(hf[f"{attn}{name}.weight"], sd[beit + "qkv.weight"][i * dim:(i + 1) * dim])
+        assert torch.equal(hf[f"{attn}{name}.weight"], sd[beit + "qkv.weight"][i * dim : (i + 1) * dim])
     assert torch.equal(hf[attn + "query.bias"], sd[beit + "q_bias"])
     assert torch.equal(hf[attn + "value.bias"], sd[beit + "v_bias"])
     assert attn + "key.bias" not in hf  # BEiT's key projection has no bias
@@ -94,8 +97,8 @@ def test_fused_projections_are_split_in_query_key_value_order():
     hf_router = "metric_head.patch_transformer.transformer_encoder.1.self_attn."
     e = model.config.router.embed_dim
     for i, name in enumerate(("query", "key", "value")):
-        assert torch.equal(hf[f"{hf_router}{name}.weight"], sd[router + "in_proj_weight"][i * e:(i + 1) * e])
-        assert torch.equal(hf[f"{hf_router}{name}.bias"], sd[router + "in_proj_bias"][i * e:(i + 1) * e])
+        assert torch.equal(hf[f"{hf_router}{name}.weight"], sd[router + "in_proj_weight"][i * e : (i + 1) * e])
+        assert torch.equal(hf[f"{hf_router}{name}.bias"], sd[router + "in_proj_bias"][i * e : (i + 1) * e])
 
 
 def test_official_to_hf_rejects_foreign_keys_and_mismatched_templates():
@@ -123,11 +126,14 @@ def read_listing(name: str) -> dict[str, tuple[int, ...]]:
 
 
 @needs_transformers
-@pytest.mark.parametrize(("config", "listing"), [
-    (ZOED_NK, "hf_zoedepth_nyu_kitti_state_dict_keys.txt"),
-    (ZOED_N, "hf_zoedepth_nyu_state_dict_keys.txt"),
-    (ZOED_K, None),
-])
+@pytest.mark.parametrize(
+    ("config", "listing"),
+    [
+        (ZOED_NK, "hf_zoedepth_nyu_kitti_state_dict_keys.txt"),
+        (ZOED_N, "hf_zoedepth_nyu_state_dict_keys.txt"),
+        (ZOED_K, None),
+    ],
+)
 def test_full_size_weights_cover_every_transformers_key(config, listing):
     from transformers import ZoeDepthForDepthEstimation
 
@@ -143,6 +149,7 @@ def test_full_size_weights_cover_every_transformers_key(config, listing):
 
 
 # ------------------------------------------------------------------------------------------ transformers model
+
 
 @needs_transformers
 @pytest.mark.parametrize(("bins", "centers"), [([NYU], "softplus"), ([KITTI], "normed"), ([NYU, KITTI], "softplus")])
@@ -191,11 +198,13 @@ def test_configs_transformers_cannot_express_are_refused_with_reasons():
     assert hf_incompatibilities(compatible) == []
     # only the widths transformers fixes change
     assert compatible.backbone == tiny_config("nk").backbone
-    assert replace(compatible, metric=tiny_config("nk").metric, router=tiny_config("nk").router,
-                   decoder=tiny_config("nk").decoder) == tiny_config("nk")
+    assert replace(
+        compatible, metric=tiny_config("nk").metric, router=tiny_config("nk").router, decoder=tiny_config("nk").decoder
+    ) == tiny_config("nk")
 
 
 # ------------------------------------------------------------------------------------------ pipelines, timing
+
 
 @needs_transformers
 def test_pipelines_return_finite_depth_at_the_image_size(camera_image):
@@ -204,8 +213,11 @@ def test_pipelines_return_finite_depth_at_the_image_size(camera_image):
     processor = hf_image_processor()  # the defaults: slow numpy processor, multiples of 32, pad, 384x512
     assert type(processor).__name__ == "ZoeDepthImageProcessor"
     assert (processor.ensure_multiple_of, processor.do_pad, processor.size) == (32, True, {"height": 384, "width": 512})
-    runs = (hf_default_pipeline(hf, "cpu"), hf_default_pipeline(hf, "cpu", small_processor()),
-            official_defaults_pipeline(model, "cpu"))
+    runs = (
+        hf_default_pipeline(hf, "cpu"),
+        hf_default_pipeline(hf, "cpu", small_processor()),
+        official_defaults_pipeline(model, "cpu"),
+    )
     for run in runs:
         depth = run(camera_image)
         assert tuple(depth.shape) == camera_image.shape[:2]

@@ -77,8 +77,9 @@ def test_cuda_pipeline_equals_cpu_pipeline_with_frames_in_flight(model):
     for i, f in enumerate(inflight):
         got = f.result()
         want = cpu.run(frame(i), "rgb8", INTR, settings)
-        np.testing.assert_allclose(np.frombuffer(got.depth, "<f4"), np.frombuffer(want.depth, "<f4"),
-                                   rtol=1e-4, atol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(
+            np.frombuffer(got.depth, "<f4"), np.frombuffer(want.depth, "<f4"), rtol=1e-4, atol=1e-5, equal_nan=True
+        )
         assert got.head == want.head and len(got.cloud) == len(want.cloud)
         got_rgb = np.frombuffer(got.cloud, np.uint8).reshape(H, W, 32)[..., 16:19]
         np.testing.assert_array_equal(got_rgb, np.frombuffer(want.cloud, np.uint8).reshape(H, W, 32)[..., 16:19])

@@ -20,13 +20,34 @@ def run_demo(args: list[str]) -> subprocess.CompletedProcess:
     from ros_graph import REPO, isolated_ros_env
 
     env = {**os.environ, **isolated_ros_env(30 + os.getpid() % 10)}
-    return subprocess.run([sys.executable, "-m", "zoedepth_ros.tools.demo", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "zoedepth_ros.tools.demo", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_demo_shows_depth_and_a_cloud_flowing(tiny_checkpoint):
-    result = run_demo(["--checkpoint", str(tiny_checkpoint("nk")), "--device", "cpu", "--size", "160x120",
-                       "--rate", "5", "--seconds", "10", "--", "-p", "point_cloud.decimation:=2"])
+    result = run_demo(
+        [
+            "--checkpoint",
+            str(tiny_checkpoint("nk")),
+            "--device",
+            "cpu",
+            "--size",
+            "160x120",
+            "--rate",
+            "5",
+            "--seconds",
+            "10",
+            "--",
+            "-p",
+            "point_cloud.decimation:=2",
+        ]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     last = [line for line in result.stdout.splitlines() if "so far;" in line][-1]
     assert "depth/image" in last and "160x120" in last and " m)" in last

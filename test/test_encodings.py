@@ -34,6 +34,7 @@ def real_image(**fields):
         pytest.skip("sensor_msgs is not installed (a venv set up with ZOEDEPTH_ROS_SKIP_ROS=1)")
     return Image(**fields)
 
+
 # A 2x3 RGB reference image with distinct values in every channel.
 RGB = np.array(
     [

@@ -56,8 +56,13 @@ def depth_of(out) -> np.ndarray:
 
 
 def assert_depth(engine: Engine, model, seed: int = 0, atol: float = 1e-5) -> None:
-    np.testing.assert_allclose(depth_of(engine.run(frame(seed), "rgb8", INTR, SETTINGS)), expected(model, frame(seed)),
-                               rtol=0, atol=atol, equal_nan=True)
+    np.testing.assert_allclose(
+        depth_of(engine.run(frame(seed), "rgb8", INTR, SETTINGS)),
+        expected(model, frame(seed)),
+        rtol=0,
+        atol=atol,
+        equal_nan=True,
+    )
 
 
 # ---------------------------------------------------------------- the cuda_graph mode's semantics on the CPU
@@ -123,8 +128,16 @@ class Harness:
         self.replay_faults: list = []
         self.warnings: list[str] = []
         self.built: list[GraphOnCpu] = []
-        self.engine = Engine.build(model, CPU, ladder=ladder, runner_factory=self.factory, probe_size=PROBE,
-                                   warn=self.warnings.append, info=lambda _: None, **kwargs)
+        self.engine = Engine.build(
+            model,
+            CPU,
+            ladder=ladder,
+            runner_factory=self.factory,
+            probe_size=PROBE,
+            warn=self.warnings.append,
+            info=lambda _: None,
+            **kwargs,
+        )
 
     def factory(self, model, device, *, mode, channels_last, cudnn_benchmark) -> GraphOnCpu:
         runner = GraphOnCpu(model, device, mode, channels_last, cudnn_benchmark)
@@ -158,7 +171,8 @@ def n1():
 def unchanged_fp32(model, reference_state) -> bool:
     state = model.state_dict()
     return all(p.dtype == torch.float32 for p in model.parameters()) and all(
-        torch.equal(state[k], v) for k, v in reference_state.items())
+        torch.equal(state[k], v) for k, v in reference_state.items()
+    )
 
 
 # ---------------------------------------------------------------- the ladder and the classifier
@@ -166,17 +180,35 @@ def unchanged_fp32(model, reference_state) -> bool:
 
 def test_plan_ladder_goes_from_fast_to_safe_on_the_same_device():
     cuda = torch.device("cuda")
+
     def names(rungs):
         return [str(r) for r in rungs]
+
     auto = plan_ladder("auto", "auto", cuda, bf16_supported=True)
-    assert names(auto) == ["bf16 cuda_graph", "bf16 eager", "fp16 cuda_graph", "fp16 eager", "fp32 cuda_graph",
-                           "fp32 eager"]
+    assert names(auto) == [
+        "bf16 cuda_graph",
+        "bf16 eager",
+        "fp16 cuda_graph",
+        "fp16 eager",
+        "fp32 cuda_graph",
+        "fp32 eager",
+    ]
     assert [r.guarded for r in auto] == [True, True, True, True, False, False]
     assert names(plan_ladder("auto", "auto", cuda, bf16_supported=False)) == [
-        "fp16 cuda_graph", "fp16 eager", "fp32 cuda_graph", "fp32 eager"]
+        "fp16 cuda_graph",
+        "fp16 eager",
+        "fp32 cuda_graph",
+        "fp32 eager",
+    ]
     explicit = plan_ladder("bf16", "compile", cuda)
-    assert names(explicit) == ["bf16 compile", "bf16 cuda_graph", "bf16 eager", "fp32 compile", "fp32 cuda_graph",
-                               "fp32 eager"]
+    assert names(explicit) == [
+        "bf16 compile",
+        "bf16 cuda_graph",
+        "bf16 eager",
+        "fp32 compile",
+        "fp32 cuda_graph",
+        "fp32 eager",
+    ]
     assert not any(r.guarded for r in explicit)  # asked for explicitly: no guard, as before
     assert names(plan_ladder("fp32", "eager", cuda)) == ["fp32 eager"]
     assert names(plan_ladder("auto", "auto", CPU)) == ["fp32 eager"]
@@ -188,25 +220,35 @@ def test_plan_ladder_goes_from_fast_to_safe_on_the_same_device():
         plan_ladder("int8", "auto", CPU)
 
 
-@pytest.mark.parametrize("exc, kind", [
-    (torch.cuda.OutOfMemoryError(OOM), "out_of_memory"),
-    (CaptureError("CUDA-graph capture failed"), "capture"),
-    (CompileError("torch.compile failed"), "compile"),
-    (InductorError(RuntimeError("C++ compile error"), None), "compile"),
-    (RuntimeError("CUDA error: an illegal memory access was encountered"), "device_error"),
-    (torch.AcceleratorError("CUDA error: unspecified launch failure"), "device_error"),
-    (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, ...)`"), "device_error"),
-    (RuntimeError("cudaGraphLaunch failed"), "device_error"),
-    (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), "cudnn"),
-    (PinnedMemoryError("pinned allocation failed"), "pinned_memory"),
-    # programming errors and bad frames are not device failures, even when they name a CUDA device or type
-    (RuntimeError("The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 1"), None),
-    (RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"),
-     None),
-    (RuntimeError("Input type (CUDABFloat16Type) and weight type (CUDAFloatType) should be the same"), None),
-    (ValueError("expected an RGB batch of shape (B, 3, H, W), got (1, 4, 48, 64)"), None),
-    (KeyError("routing"), None),
-])
+@pytest.mark.parametrize(
+    "exc, kind",
+    [
+        (torch.cuda.OutOfMemoryError(OOM), "out_of_memory"),
+        (CaptureError("CUDA-graph capture failed"), "capture"),
+        (CompileError("torch.compile failed"), "compile"),
+        (InductorError(RuntimeError("C++ compile error"), None), "compile"),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), "device_error"),
+        (torch.AcceleratorError("CUDA error: unspecified launch failure"), "device_error"),
+        (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, ...)`"), "device_error"),
+        (RuntimeError("cudaGraphLaunch failed"), "device_error"),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), "cudnn"),
+        (PinnedMemoryError("pinned allocation failed"), "pinned_memory"),
+        # programming errors and bad frames are not device failures, even when they name a CUDA device or type
+        (
+            RuntimeError("The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 1"),
+            None,
+        ),
+        (
+            RuntimeError(
+                "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"
+            ),
+            None,
+        ),
+        (RuntimeError("Input type (CUDABFloat16Type) and weight type (CUDAFloatType) should be the same"), None),
+        (ValueError("expected an RGB batch of shape (B, 3, H, W), got (1, 4, 48, 64)"), None),
+        (KeyError("routing"), None),
+    ],
+)
 def test_classify_names_device_failures_only(exc, kind):
     assert classify(exc) == kind
 
@@ -229,15 +271,23 @@ def test_a_working_graph_rung_replays_correct_depth_without_any_fallback(nk):
     assert h.engine.status()["why"] == "first choice" and not h.engine.degraded
 
 
-@pytest.mark.parametrize("how, text", [
-    ("capture", "CUDA-graph capture failed during warm-up at 64x48 (RuntimeError: CUDA error: operation not "
-                "permitted when stream is capturing)"),
-    ("oom", f"out of memory during warm-up at 64x48 (OutOfMemoryError: {OOM})"),
-])
+@pytest.mark.parametrize(
+    "how, text",
+    [
+        (
+            "capture",
+            "CUDA-graph capture failed during warm-up at 64x48 (RuntimeError: CUDA error: operation not "
+            "permitted when stream is capturing)",
+        ),
+        ("oom", f"out of memory during warm-up at 64x48 (OutOfMemoryError: {OOM})"),
+    ],
+)
 def test_a_warm_up_failure_falls_back_to_eager_in_the_same_precision(nk, monkeypatch, how, text):
     if how == "capture":
+
         def broken(self, fn, static_input, key):
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
         monkeypatch.setattr(GraphOnCpu, "_record", broken)
     reference = copy.deepcopy(nk.state_dict())
     h = Harness(nk, [Rung("bf16", "cuda_graph"), Rung("bf16", "eager"), Rung("fp32", "eager")])
@@ -253,10 +303,13 @@ def test_a_warm_up_failure_falls_back_to_eager_in_the_same_precision(nk, monkeyp
 def test_a_capture_failure_inside_the_accuracy_guard_goes_one_rung_down(n1, monkeypatch):
     def broken(self, fn, static_input, key):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
     monkeypatch.setattr(GraphOnCpu, "_record", broken)
     h = Harness(n1, [Rung("bf16", "cuda_graph", True), Rung("bf16", "eager", True), Rung("fp32", "eager")])
-    assert h.warnings == ["bf16 cuda_graph: CUDA-graph capture failed during the accuracy guard (RuntimeError: "
-                          "CUDA error: operation not permitted when stream is capturing); falling back to bf16 eager"]
+    assert h.warnings == [
+        "bf16 cuda_graph: CUDA-graph capture failed during the accuracy guard (RuntimeError: "
+        "CUDA error: operation not permitted when stream is capturing); falling back to bf16 eager"
+    ]
     assert h.engine.rung == Rung("bf16", "eager", True)
     assert [r.passed for r in h.engine.guard_reports] == [True]  # guarded on the rung that runs
     assert_depth(h.engine, set_precision(copy.deepcopy(n1), "bf16"))
@@ -274,11 +327,14 @@ def test_a_failing_warm_up_that_is_no_device_failure_keeps_the_rung(nk):
 def test_torch_compile_unavailable_falls_back_to_eager(nk, monkeypatch):
     def unavailable(*args, **kwargs):
         raise RuntimeError("Dynamo is not supported on Python 3.99+")
+
     monkeypatch.setattr(torch, "compile", unavailable)
     warnings: list[str] = []
     engine = Engine.build(nk, CPU, "fp32", "compile", warn=warnings.append, info=lambda _: None)
-    assert warnings == ["fp32 compile: torch.compile setup failed (RuntimeError: Dynamo is not supported on "
-                        "Python 3.99+); falling back to fp32 eager"]
+    assert warnings == [
+        "fp32 compile: torch.compile setup failed (RuntimeError: Dynamo is not supported on "
+        "Python 3.99+); falling back to fp32 eager"
+    ]
     assert engine.rung == Rung("fp32", "eager") and engine.runner.model is nk
     assert_depth(engine, nk)
 
@@ -286,6 +342,7 @@ def test_torch_compile_unavailable_falls_back_to_eager(nk, monkeypatch):
 def compile_that_fails(*args, **kwargs):
     def compiled(*a, **k):
         raise InductorError(RuntimeError("C++ compile error: cc1plus not found"), None)
+
     return compiled
 
 
@@ -295,8 +352,10 @@ def test_a_compile_failure_at_warm_up_falls_back_to_eager(nk, monkeypatch):
     engine = Engine.build(nk, CPU, "fp32", "compile", warn=warnings.append, info=lambda _: None)
     assert engine.rung == Rung("fp32", "compile") and warnings == []  # nothing compiled yet
     assert engine.warmup(H, W, SETTINGS)
-    assert warnings == ["fp32 compile: torch.compile failed during warm-up at 64x48 (InductorError: RuntimeError: "
-                        "C++ compile error: cc1plus not found); falling back to fp32 eager"]
+    assert warnings == [
+        "fp32 compile: torch.compile failed during warm-up at 64x48 (InductorError: RuntimeError: "
+        "C++ compile error: cc1plus not found); falling back to fp32 eager"
+    ]
     assert engine.rung == Rung("fp32", "eager")
     assert_depth(engine, nk)
 
@@ -317,12 +376,22 @@ def test_an_accuracy_guard_rejection_skips_every_rung_of_that_precision(n1, monk
     def rejects(reference, candidate, images, mode, max_mean_rel_diff):
         candidate(images[0])
         return GuardReport(mode, False, True, 0.05, (0.05,), "mean relative depth difference 0.0500 > 0.01")
+
     monkeypatch.setattr(engine_module, "guard", rejects)
     reference = copy.deepcopy(n1.state_dict())
-    h = Harness(n1, [Rung("bf16", "cuda_graph", True), Rung("bf16", "eager", True), Rung("fp32", "cuda_graph"),
-                     Rung("fp32", "eager")])
-    assert h.warnings == ["bf16 cuda_graph: accuracy guard rejected bf16 (mean relative depth difference 0.0500 > "
-                          "0.01); falling back to fp32 cuda_graph"]
+    h = Harness(
+        n1,
+        [
+            Rung("bf16", "cuda_graph", True),
+            Rung("bf16", "eager", True),
+            Rung("fp32", "cuda_graph"),
+            Rung("fp32", "eager"),
+        ],
+    )
+    assert h.warnings == [
+        "bf16 cuda_graph: accuracy guard rejected bf16 (mean relative depth difference 0.0500 > "
+        "0.01); falling back to fp32 cuda_graph"
+    ]
     assert h.engine.rung == Rung("fp32", "cuda_graph") and h.engine.runner.model is n1
     assert "bf16" in h.engine.status()["rejected"]
     assert_depth(h.engine, n1)
@@ -332,35 +401,50 @@ def test_an_accuracy_guard_rejection_skips_every_rung_of_that_precision(n1, monk
 def test_an_accuracy_guard_that_raises_falls_back_to_fp32(n1, monkeypatch):
     def raises(*args, **kwargs):
         raise RuntimeError("probe images could not be made")
+
     monkeypatch.setattr(engine_module, "guard", raises)
     warnings: list[str] = []
-    engine = Engine.build(n1, CPU, "auto", "auto", auto_precisions=("bf16",), probe_size=PROBE,
-                          warn=warnings.append, info=lambda _: None)
-    assert warnings == ["bf16 eager: the accuracy guard failed (RuntimeError: probe images could not be made); "
-                        "falling back to fp32 eager"]
+    engine = Engine.build(
+        n1, CPU, "auto", "auto", auto_precisions=("bf16",), probe_size=PROBE, warn=warnings.append, info=lambda _: None
+    )
+    assert warnings == [
+        "bf16 eager: the accuracy guard failed (RuntimeError: probe images could not be made); "
+        "falling back to fp32 eager"
+    ]
     assert engine.rung == Rung("fp32", "eager") and engine.runner.model is n1
     assert_depth(engine, n1)
 
 
 def test_the_real_guard_keeps_a_passing_precision_and_rejects_a_failing_one(n1):
-    passing = Engine.build(n1, CPU, "auto", "auto", auto_precisions=("bf16",), probe_size=PROBE,
-                           info=lambda _: None)
+    passing = Engine.build(n1, CPU, "auto", "auto", auto_precisions=("bf16",), probe_size=PROBE, info=lambda _: None)
     assert passing.rung == Rung("bf16", "eager", True) and passing.guard_reports[0].passed
     strict: list[str] = []
-    failing = Engine.build(n1, CPU, "auto", "auto", auto_precisions=("bf16",), probe_size=PROBE,
-                           max_mean_rel_diff=1e-9, warn=strict.append, info=lambda _: None)
+    failing = Engine.build(
+        n1,
+        CPU,
+        "auto",
+        "auto",
+        auto_precisions=("bf16",),
+        probe_size=PROBE,
+        max_mean_rel_diff=1e-9,
+        warn=strict.append,
+        info=lambda _: None,
+    )
     assert failing.rung == Rung("fp32", "eager") and len(strict) == 1 and "accuracy guard rejected bf16" in strict[0]
 
 
 def test_a_precision_conversion_failure_falls_back_to_fp32(nk, monkeypatch):
     def no_memory(model, precision):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.20 GiB")
+
     monkeypatch.setattr(engine_module, "set_precision", no_memory)
     reference = copy.deepcopy(nk.state_dict())
     warnings: list[str] = []
     engine = Engine.build(nk, CPU, "bf16", "eager", warn=warnings.append, info=lambda _: None)
-    assert warnings == ["bf16 eager: out of memory during bf16 conversion (OutOfMemoryError: CUDA out of memory. "
-                        "Tried to allocate 1.20 GiB); falling back to fp32 eager"]
+    assert warnings == [
+        "bf16 eager: out of memory during bf16 conversion (OutOfMemoryError: CUDA out of memory. "
+        "Tried to allocate 1.20 GiB); falling back to fp32 eager"
+    ]
     assert engine.rung == Rung("fp32", "eager") and engine.runner.model is nk
     assert unchanged_fp32(nk, reference)
     assert_depth(engine, nk)
@@ -369,8 +453,12 @@ def test_a_precision_conversion_failure_falls_back_to_fp32(nk, monkeypatch):
 def test_no_rung_that_opens_is_one_error_with_every_reason(nk):
     def factory(model, device, *, mode, channels_last, cudnn_benchmark):
         raise RuntimeError(f"no {mode} here")
-    with pytest.raises(EngineError, match=r"fp32 cuda_graph: runner construction failed .*no cuda_graph here.*"
-                                          r"fp32 eager: runner construction failed .*no eager here"):
+
+    with pytest.raises(
+        EngineError,
+        match=r"fp32 cuda_graph: runner construction failed .*no cuda_graph here.*"
+        r"fp32 eager: runner construction failed .*no eager here",
+    ):
         Engine.build(nk, CPU, ladder=GRAPH_RUNGS, runner_factory=factory, warn=lambda _: None)
 
 
@@ -378,8 +466,9 @@ def test_a_cudnn_failure_at_warm_up_turns_autotuning_off_and_keeps_the_rung(nk):
     h = Harness(nk, GRAPH_RUNGS)
     h.faults.append(RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"))
     assert h.engine.warmup(H, W, SETTINGS)
-    assert h.warnings == ["cuDNN autotuning failed (RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR); "
-                          "continuing without it"]
+    assert h.warnings == [
+        "cuDNN autotuning failed (RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR); continuing without it"
+    ]
     assert h.engine.rung == GRAPH_RUNGS[0] and not h.engine.status()["cudnn_autotuning"]
     assert_depth(h.engine, nk)
 
@@ -390,8 +479,10 @@ def test_a_cudnn_failure_on_a_frame_is_counted_and_turns_autotuning_off_once(nk)
     h.faults.extend([RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")] * FAILURES_BEFORE_STEP_DOWN)
     for _ in range(FAILURES_BEFORE_STEP_DOWN):
         h.submit_dropped("cudnn")
-    assert [w.split(" (")[0] for w in h.warnings] == ["cuDNN autotuning failed", "fp32 cuda_graph: 3 device failures"
-                                                     " in a row"]
+    assert [w.split(" (")[0] for w in h.warnings] == [
+        "cuDNN autotuning failed",
+        "fp32 cuda_graph: 3 device failures in a row",
+    ]
     assert h.engine.rung == GRAPH_RUNGS[1] and h.built[-1].cudnn_benchmark is False  # the new rung starts without it
     assert h.engine.status()["failures"] == {"cudnn": FAILURES_BEFORE_STEP_DOWN}
     assert_depth(h.engine, nk)
@@ -409,6 +500,7 @@ def pinned_is(monkeypatch, allowed) -> None:
         if pin_memory and not allowed(tuple(args[0]) if args else ()):
             raise RuntimeError("CUDA error: out of memory")
         return real(*args, **kwargs)
+
     monkeypatch.setattr(torch, "empty", empty)
 
 
@@ -417,8 +509,10 @@ def test_pinned_memory_unavailable_at_start_up_uses_pageable_copies(nk, monkeypa
     warnings: list[str] = []
     engine = Engine.build(nk, CPU, "fp32", "eager", pinned=True, warn=warnings.append, info=lambda _: None)
     assert not engine.pinned and not engine.pipeline.pinned
-    assert warnings == ["pinned host memory unavailable (RuntimeError: CUDA error: out of memory); using pageable, "
-                        "synchronous host copies (slower transfers, no copy overlap)"]
+    assert warnings == [
+        "pinned host memory unavailable (RuntimeError: CUDA error: out of memory); using pageable, "
+        "synchronous host copies (slower transfers, no copy overlap)"
+    ]
     assert engine.rung == Rung("fp32", "eager")  # the rung is not given up for it
     assert_depth(engine, nk)
 
@@ -430,8 +524,9 @@ def test_pinned_staging_keeps_frames_in_flight_apart(nk, monkeypatch):
     first = engine.submit(frame(1), "rgb8", INTR, SETTINGS)
     second = engine.submit(frame(2), "rgb8", INTR, SETTINGS)  # the second slot's buffers
     for inflight, seed in ((first, 1), (second, 2)):
-        np.testing.assert_allclose(depth_of(engine.result(inflight)), expected(nk, frame(seed)), rtol=0, atol=1e-5,
-                                   equal_nan=True)
+        np.testing.assert_allclose(
+            depth_of(engine.result(inflight)), expected(nk, frame(seed)), rtol=0, atol=1e-5, equal_nan=True
+        )
 
 
 def test_a_pinned_allocation_failing_for_a_frame_retries_it_unpinned(nk, monkeypatch):
@@ -467,8 +562,9 @@ def test_one_out_of_memory_drops_the_frame_and_keeps_the_rung(nk):
 def test_three_consecutive_out_of_memory_errors_move_one_rung_down(nk):
     h = Harness(nk, GRAPH_RUNGS)
     assert h.engine.warmup(H, W, SETTINGS)
-    h.faults.extend([torch.cuda.OutOfMemoryError(OOM), None, torch.cuda.OutOfMemoryError(OOM),
-                     torch.cuda.OutOfMemoryError(OOM)])
+    h.faults.extend(
+        [torch.cuda.OutOfMemoryError(OOM), None, torch.cuda.OutOfMemoryError(OOM), torch.cuda.OutOfMemoryError(OOM)]
+    )
     h.submit_dropped("out_of_memory")
     assert_depth(h.engine, nk)  # in between: not consecutive
     h.submit_dropped("out_of_memory")
@@ -477,8 +573,9 @@ def test_three_consecutive_out_of_memory_errors_move_one_rung_down(nk):
     h.faults.extend([torch.cuda.OutOfMemoryError(OOM)] * FAILURES_BEFORE_STEP_DOWN)
     h.submit_dropped("out_of_memory")  # the third in a row
     assert h.engine.rung == GRAPH_RUNGS[1] and isinstance(h.engine.runner, GraphOnCpu)
-    assert h.warnings == [f"fp32 cuda_graph: 3 device failures in a row (last: OutOfMemoryError: {OOM}); "
-                          "falling back to fp32 eager"]
+    assert h.warnings == [
+        f"fp32 cuda_graph: 3 device failures in a row (last: OutOfMemoryError: {OOM}); falling back to fp32 eager"
+    ]
     h.faults.clear()
     assert_depth(h.engine, nk)
     assert h.engine.status()["failures"] == {"out_of_memory": 4}
@@ -502,9 +599,12 @@ def test_graph_replay_errors_drop_the_graphs_and_then_the_rung(nk):
 
 def test_a_plain_bug_is_raised_as_itself_and_never_moves_the_rung(nk):
     h = Harness(nk, GRAPH_RUNGS)
-    bugs = [ValueError("a bad frame"), RuntimeError("The size of tensor a (3) must match the size of tensor b (4)"),
-            RuntimeError("Input type (CUDABFloat16Type) and weight type (CUDAFloatType) should be the same"),
-            KeyError("routing")]
+    bugs = [
+        ValueError("a bad frame"),
+        RuntimeError("The size of tensor a (3) must match the size of tensor b (4)"),
+        RuntimeError("Input type (CUDABFloat16Type) and weight type (CUDAFloatType) should be the same"),
+        KeyError("routing"),
+    ]
     h.faults.extend(bugs)
     for bug in bugs:
         with pytest.raises(type(bug)) as info:
@@ -527,8 +627,10 @@ def test_the_last_rung_keeps_dropping_failed_frames_and_warns_once(nk):
 
 def test_failures_reported_from_another_thread_step_down_at_the_next_submit(nk):
     h = Harness(nk, GRAPH_RUNGS)
-    threads = [threading.Thread(target=h.engine.report_failure,
-                                args=(RuntimeError("CUDA error: unspecified launch failure"),)) for _ in range(3)]
+    threads = [
+        threading.Thread(target=h.engine.report_failure, args=(RuntimeError("CUDA error: unspecified launch failure"),))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
         t.join()
@@ -550,6 +652,7 @@ def test_a_failure_of_a_frame_from_an_earlier_rung_does_not_count_against_the_ne
 
     def late_failure():
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
     monkeypatch.setattr(old, "result", late_failure)
     with pytest.raises(FrameDropped, match="earlier rung"):
         h.engine.result(old)
@@ -560,6 +663,7 @@ def test_a_failure_of_a_frame_from_an_earlier_rung_does_not_count_against_the_ne
 def test_status_and_diagnostics_name_the_rung_and_why(nk, monkeypatch):
     def broken(self, fn, static_input, key):
         raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
     monkeypatch.setattr(GraphOnCpu, "_record", broken)
     h = Harness(nk, GRAPH_RUNGS)
     assert h.engine.warmup(H, W, SETTINGS)
@@ -569,9 +673,15 @@ def test_status_and_diagnostics_name_the_rung_and_why(nk, monkeypatch):
     assert status["rung"] == "fp32 eager" and status["ladder"] == ["fp32 cuda_graph", "fp32 eager"]
     assert status["precision"] == "fp32" and status["execution"] == "eager" and status["position"] == 1
     assert status["why"].startswith("fp32 cuda_graph: CUDA-graph capture failed during warm-up at 64x48")
-    assert status["fallbacks"] == [{"failed": "fp32 cuda_graph", "now": "fp32 eager", "phase": "warm-up",
-                                    "reason": "CUDA-graph capture failed during warm-up at 64x48 (RuntimeError: "
-                                              "CUDA error: operation failed due to a previous error during capture)"}]
+    assert status["fallbacks"] == [
+        {
+            "failed": "fp32 cuda_graph",
+            "now": "fp32 eager",
+            "phase": "warm-up",
+            "reason": "CUDA-graph capture failed during warm-up at 64x48 (RuntimeError: "
+            "CUDA error: operation failed due to a previous error during capture)",
+        }
+    ]
     assert status["failures"] == {"out_of_memory": 1} and status["last_failure"].startswith("out_of_memory: ")
     diag = h.engine.diagnostics()
     assert diag["precision"] == "fp32" and diag["execution"] == "eager"

@@ -233,7 +233,8 @@ def test_aggregate_skips_empty_and_rejects_nothing() -> None:
     assert mean.abs_rel == pytest.approx(0.25) and mean.n_images == 1
     # means of means weigh by n_images
     assert aggregate([aggregate([a, a]), compute_metrics(_row([1.0]), _row([1.0]))]).abs_rel == pytest.approx(
-        (0.25 + 0.25 + 0) / 3)
+        (0.25 + 0.25 + 0) / 3
+    )
     with pytest.raises(ValueError, match="at least one"):
         aggregate([])
     with pytest.raises(ValueError, match="valid"):
@@ -260,8 +261,9 @@ def test_as_dict_and_table() -> None:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def _write_pair(folder: Path, stem: str, rgb: np.ndarray, depth_m: np.ndarray, kind: str = "png",
-                scale: float = 1000.0) -> None:
+def _write_pair(
+    folder: Path, stem: str, rgb: np.ndarray, depth_m: np.ndarray, kind: str = "png", scale: float = 1000.0
+) -> None:
     Image.fromarray(rgb).save(folder / f"{stem}.png")
     if kind == "png":
         Image.fromarray(np.round(depth_m * scale).astype(np.uint16)).save(folder / f"{stem}_depth.png")
@@ -326,9 +328,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_cli_imports_no_ros_timm_torchvision() -> None:
-    code = ("import sys, zoedepth_ros.tools.evaluate as e; e.build_parser();"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'timm', 'torchvision', 'cv2')];"
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, zoedepth_ros.tools.evaluate as e; e.build_parser();"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'timm', 'torchvision', 'cv2')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -340,15 +344,17 @@ class _FakeModel:
         self.config = SimpleNamespace(variant="nk")
         self.calls: list[tuple[tuple[int, ...], bool, bool, str | None]] = []
 
-    def infer(self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True,
-              domain: str | None = None) -> torch.Tensor:
+    def infer(
+        self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True, domain: str | None = None
+    ) -> torch.Tensor:
         assert x.dtype == torch.float32 and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
         self.calls.append((tuple(x.shape), pad_input, flip_aug, domain))
         return torch.full((x.shape[0], 1, x.shape[2], x.shape[3]), 2.0)
 
 
-def test_cli_with_fake_model_passes_flags_and_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_with_fake_model_passes_flags_and_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import zoedepth_ros.model as model_pkg
 
     depths = _synthetic_folder(tmp_path / "data")
@@ -362,8 +368,25 @@ def test_cli_with_fake_model_passes_flags_and_scores(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(model_pkg, "load", fake_load)
     out_json = tmp_path / "out" / "r.json"
-    rc = main(["--checkpoint", "ck.pt", "--data", str(tmp_path / "data"), "--crop", "none", "--no-pad",
-               "--no-flip", "--domain", "kitti", "--device", "cpu", "--json", str(out_json), "--per-image"])
+    rc = main(
+        [
+            "--checkpoint",
+            "ck.pt",
+            "--data",
+            str(tmp_path / "data"),
+            "--crop",
+            "none",
+            "--no-pad",
+            "--no-flip",
+            "--domain",
+            "kitti",
+            "--device",
+            "cpu",
+            "--json",
+            str(out_json),
+            "--per-image",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "1 RGB image(s) without ground truth" in captured.err
@@ -388,15 +411,29 @@ def test_cli_with_fake_model_passes_flags_and_scores(tmp_path: Path, monkeypatch
     fake.calls.clear()
     assert main(["--checkpoint", "ck.pt", "--data", str(tmp_path / "data")]) == 1
     assert "480x640" in capsys.readouterr().err
-    assert main(["--checkpoint", "ck.pt", "--data", str(tmp_path / "data"), "--dataset", "kitti",
-                 "--depth-scale", "1000", "--limit", "1"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                "ck.pt",
+                "--data",
+                str(tmp_path / "data"),
+                "--dataset",
+                "kitti",
+                "--depth-scale",
+                "1000",
+                "--limit",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "crop garg" in capsys.readouterr().out
     assert fake.calls[-1] == ((1, 3, 48, 64), True, True, None)
     # forcing a head the model lacks fails before any inference
     fake.domains = ("nyu",)
     fake.calls.clear()
-    assert main(["--checkpoint", "ck.pt", "--data", str(tmp_path / "data"), "--crop", "none",
-                 "--domain", "kitti"]) == 1
+    assert main(["--checkpoint", "ck.pt", "--data", str(tmp_path / "data"), "--crop", "none", "--domain", "kitti"]) == 1
     assert "only has the nyu head" in capsys.readouterr().err and not fake.calls
 
 
@@ -410,8 +447,21 @@ def test_cli_end_to_end_with_tiny_checkpoint(tmp_path: Path, capsys: pytest.Capt
     data = tmp_path / "data"
     _synthetic_folder(data)
     out_json = tmp_path / "results.json"
-    rc = main(["--checkpoint", str(ckpt), "--data", str(data), "--crop", "none", "--no-flip", "--device",
-               "cpu", "--json", str(out_json)])
+    rc = main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--crop",
+            "none",
+            "--no-flip",
+            "--device",
+            "cpu",
+            "--json",
+            str(out_json),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "evaluated 2 image(s)" in captured.out and "variant nk" in captured.out

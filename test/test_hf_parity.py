@@ -27,17 +27,30 @@ def hf_model(bins: list[dict], seed: int, bin_centers_type: str = "softplus") ->
     from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
 
     backbone = BeitConfig(
-        image_size=384, patch_size=16, num_hidden_layers=4, hidden_size=32, intermediate_size=64,
-        num_attention_heads=2, use_relative_position_bias=True, reshape_hidden_states=False,
+        image_size=384,
+        patch_size=16,
+        num_hidden_layers=4,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=2,
+        use_relative_position_bias=True,
+        reshape_hidden_states=False,
         out_features=["stage1", "stage2", "stage3", "stage4"],
         layer_norm_eps=1e-6,  # the original BEiT value; BeitConfig's default 1e-12 is a known HF deviation
     )
     config = ZoeDepthConfig(
-        backbone_config=backbone, neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32,
-        num_relative_features=8, bottleneck_features=32, bin_embedding_dim=16, bin_configurations=bins,
-        num_attractors=[16, 8, 4, 1], num_patch_transformer_layers=4,  # HF also assumes 4 router layers
+        backbone_config=backbone,
+        neck_hidden_sizes=[16, 32, 64, 64],
+        fusion_hidden_size=32,
+        num_relative_features=8,
+        bottleneck_features=32,
+        bin_embedding_dim=16,
+        bin_configurations=bins,
+        num_attractors=[16, 8, 4, 1],
+        num_patch_transformer_layers=4,  # HF also assumes 4 router layers
         patch_transformer_hidden_size=128,  # HF hard-codes the 128-wide domain classifier input
-        patch_transformer_intermediate_size=32, patch_transformer_num_attention_heads=4,
+        patch_transformer_intermediate_size=32,
+        patch_transformer_num_attention_heads=4,
         bin_centers_type=bin_centers_type,
     )
     torch.manual_seed(seed)

@@ -38,8 +38,10 @@ try:  # guarded, not a module-level skip: with launch_testing's pytest plugin th
 except ImportError:
     launch_pytest = None
 
-TOOLS_REASON = ("the ROS 2 launch tools are not installed (launch_pytest, launch_ros, sensor_msgs_py: "
-                "../shared/ros_tools/install.sh .venv, or a ROS 2 distro)")
+TOOLS_REASON = (
+    "the ROS 2 launch tools are not installed (launch_pytest, launch_ros, sensor_msgs_py: "
+    "../shared/ros_tools/install.sh .venv, or a ROS 2 distro)"
+)
 needs_tools = pytest.mark.skipif(launch_pytest is None, reason=TOOLS_REASON)
 launch_fixture = launch_pytest.fixture if launch_pytest is not None else pytest.fixture
 
@@ -119,8 +121,11 @@ class Camera:
         self.pub_image = self.node.create_publisher(Image, "image", reliable)
         self.pub_info = self.node.create_publisher(CameraInfo, "camera_info", reliable)
         self.received: dict[str, list] = {"depth": [], "info": [], "points": []}
-        for key, kind, topic in (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
-                                 ("points", PointCloud2, "points")):
+        for key, kind, topic in (
+            ("depth", Image, "depth/image"),
+            ("info", CameraInfo, "depth/camera_info"),
+            ("points", PointCloud2, "points"),
+        ):
             self.node.create_subscription(kind, topic, lambda m, k=key: self.received[k].append(m), reliable)
         self.params = AsyncParameterClient(self.node, f"{ns.rstrip('/')}/{node_name}")
 
@@ -140,8 +145,9 @@ class Camera:
         info.k = [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]
         info.p = [P_FX, 0.0, P_CX, 0.0, 0.0, P_FY, P_CY, 0.0, 0.0, 0.0, 1.0, 0.0]
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        image = Image(height=H, width=W, encoding="rgb8", is_bigendian=0, step=3 * W,
-                      data=array.array("B", pixels.tobytes()))
+        image = Image(
+            height=H, width=W, encoding="rgb8", is_bigendian=0, step=3 * W, data=array.array("B", pixels.tobytes())
+        )
         for msg in (info, image):
             msg.header.frame_id = FRAME
             msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
@@ -154,6 +160,7 @@ class Camera:
     def request(self, pixels: np.ndarray, stamp_ns: int, topics=("depth", "info", "points"), timeout: float = 45.0):
         """Send the frame (again, every second: best-effort input may drop a copy, and the node starts in the
         meantime) until every one of ``topics`` has come back with its stamp; returns them in that order."""
+
         def arrived() -> bool:
             if all(self.find(t, stamp_ns) is not None for t in topics):
                 return True
@@ -205,23 +212,48 @@ def check_cloud_against_depth(cloud, depth_msg, info) -> int:
 
 # ------------------------------------------------------------------ the launch file's text (no tools needed)
 
-DOCUMENTED_ARGUMENTS = {"namespace", "name", "image", "camera_info", "params_file", "checkpoint", "device", "rviz",
-                        "fixed_frame", "lifecycle", "autostart", "demo"}
+DOCUMENTED_ARGUMENTS = {
+    "namespace",
+    "name",
+    "image",
+    "camera_info",
+    "params_file",
+    "checkpoint",
+    "device",
+    "rviz",
+    "fixed_frame",
+    "lifecycle",
+    "autostart",
+    "demo",
+}
 
 
 def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse(LAUNCH_FILE.read_text())
-    table = next(node.value for node in tree.body if isinstance(node, ast.AnnAssign | ast.Assign)
-                 and "ARGUMENTS" in ast.unparse(node.targets[0] if isinstance(node, ast.Assign) else node.target))
+    table = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign | ast.Assign)
+        and "ARGUMENTS" in ast.unparse(node.targets[0] if isinstance(node, ast.Assign) else node.target)
+    )
     names = {key.value for key in table.keys}
-    names |= {call.args[0].value for call in ast.walk(tree) if isinstance(call, ast.Call)
-              and getattr(call.func, "id", "") == "DeclareLaunchArgument" and isinstance(call.args[0], ast.Constant)}
+    names |= {
+        call.args[0].value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and getattr(call.func, "id", "") == "DeclareLaunchArgument"
+        and isinstance(call.args[0], ast.Constant)
+    }
     assert names == DOCUMENTED_ARGUMENTS
     defaults = {key.value: value.elts[0].value for key, value in zip(table.keys, table.values, strict=True)}
     # checkpoint/device empty = "as params_file says"; the rviz view and the demo default to the same frame
     assert defaults["checkpoint"] == defaults["device"] == "" and defaults["fixed_frame"] == "camera_optical_frame"
     assert (defaults["lifecycle"], defaults["autostart"], defaults["rviz"], defaults["demo"]) == (
-        "false", "true", "false", "false")
+        "false",
+        "true",
+        "false",
+        "false",
+    )
 
 
 # ------------------------------------------------------------------ with the tools
@@ -249,8 +281,11 @@ def test_rviz_view_follows_the_namespace_and_fixed_frame():
             os.unlink(path)
         manager = config["Visualization Manager"]
         topics = {d["Name"]: d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
-        assert topics == {"ZoeDepth points": f"{prefix}/points", "Depth colormap": f"{prefix}/depth/colormap",
-                          "Depth (32FC1, metres)": f"{prefix}/depth/image"}
+        assert topics == {
+            "ZoeDepth points": f"{prefix}/points",
+            "Depth colormap": f"{prefix}/depth/colormap",
+            "Depth (32FC1, metres)": f"{prefix}/depth/image",
+        }
         assert manager["Global Options"]["Fixed Frame"] == "base_link"
 
 
@@ -261,13 +296,21 @@ def launch_env(monkeypatch_module):
 
 @launch_fixture(scope="module")
 def launched(launch_env, tiny_checkpoint):
-    return LaunchDescription([
-        IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(shipped_launch_file()),
-            launch_arguments={"namespace": NS, "checkpoint": str(tiny_checkpoint("nk")), "device": "cpu",
-                              "image": "image", "camera_info": "camera_info"}.items()),
-        ReadyToTest(),
-    ])
+    return LaunchDescription(
+        [
+            IncludeLaunchDescription(
+                PythonLaunchDescriptionSource(shipped_launch_file()),
+                launch_arguments={
+                    "namespace": NS,
+                    "checkpoint": str(tiny_checkpoint("nk")),
+                    "device": "cpu",
+                    "image": "image",
+                    "camera_info": "camera_info",
+                }.items(),
+            ),
+            ReadyToTest(),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -66,8 +66,16 @@ def two_cameras(launch_env, tiny_checkpoint, tmp_path_factory):
         if explicit:
             args |= {"checkpoint": str(tiny_checkpoint("nk")), "device": "cpu"}
         # scoped: launch configurations set by one include must not leak into the next
-        includes.append(GroupAction([IncludeLaunchDescription(PythonLaunchDescriptionSource(shipped_launch_file()),
-                                                              launch_arguments=args.items())], scoped=True))
+        includes.append(
+            GroupAction(
+                [
+                    IncludeLaunchDescription(
+                        PythonLaunchDescriptionSource(shipped_launch_file()), launch_arguments=args.items()
+                    )
+                ],
+                scoped=True,
+            )
+        )
     return LaunchDescription([*includes, ReadyToTest()])
 
 
@@ -84,7 +92,8 @@ def test_each_namespace_has_its_own_node_with_its_own_parameters(cameras, tiny_c
     for ns, (values, _) in CAMERAS.items():
         cam = cameras[ns]
         max_depth, decimation, checkpoint, device = cam.get_params(
-            ["max_depth", "point_cloud.decimation", "checkpoint", "device"])
+            ["max_depth", "point_cloud.decimation", "checkpoint", "device"]
+        )
         assert (max_depth, decimation) == (values["max_depth"], values["point_cloud"]["decimation"]), ns
         assert (checkpoint, device) == (str(tiny_checkpoint("nk")), "cpu"), ns
         # the parameters are in effect, and the topics are the namespace's own: the cloud is decimated

@@ -108,13 +108,16 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path):
     assert "conv2.bias (7,) vs model (32,)" in msg
 
 
-@pytest.mark.parametrize(("key_end", "value", "match"), [
-    ("blocks.1.attn.relative_position_index", relative_position_index(5, 5), "relative_position_index"),
-    ("nyu.log_binomial_transform.k_idx", torch.arange(1, 17).view(1, -1, 1, 1), "k_idx"),
-    ("kitti.log_binomial_transform.K_minus_1", torch.tensor([63.0]).view(1, 1, 1, 1), "K_minus_1"),
-    ("model.fc_norm.weight", torch.ones(5), "fc_norm"),
-    ("model.head.weight", torch.zeros(1000, 5), "head.weight"),
-])
+@pytest.mark.parametrize(
+    ("key_end", "value", "match"),
+    [
+        ("blocks.1.attn.relative_position_index", relative_position_index(5, 5), "relative_position_index"),
+        ("nyu.log_binomial_transform.k_idx", torch.arange(1, 17).view(1, -1, 1, 1), "k_idx"),
+        ("kitti.log_binomial_transform.K_minus_1", torch.tensor([63.0]).view(1, 1, 1, 1), "K_minus_1"),
+        ("model.fc_norm.weight", torch.ones(5), "fc_norm"),
+        ("model.head.weight", torch.zeros(1000, 5), "head.weight"),
+    ],
+)
 def test_documented_buffers_are_verified_not_silently_dropped(tmp_path, key_end, value, match):
     sd = official_sd()
     (key,) = [k for k in sd if k.endswith(key_end)]
@@ -126,8 +129,11 @@ def test_documented_buffers_are_verified_not_silently_dropped(tmp_path, key_end,
 
 def test_checkpoint_without_the_optional_buffers_loads(tmp_path, image):
     """timm >= 0.9.8 era files lack relative_position_index; HF-converted ones also lack the ImageNet head."""
-    sd = {k: v for k, v in official_sd().items()
-          if not k.endswith(("relative_position_index", "k_idx", "K_minus_1")) and ".head." not in k}
+    sd = {
+        k: v
+        for k, v in official_sd().items()
+        if not k.endswith(("relative_position_index", "k_idx", "K_minus_1")) and ".head." not in k
+    }
     torch.save({"model": sd}, tmp_path / "lean.pt")
     assert_same_model(load(tmp_path / "lean.pt"), tiny_model("nk"), image)
 

@@ -59,8 +59,10 @@ def test_non_finite_weight_is_refused_with_its_name(tmp_path: Path, value: float
     torch.save({"model": poisoned(official_sd(), [FC1], value)}, tmp_path / "diverged.pt")
     with pytest.raises(CheckpointError) as err:
         load(tmp_path / "diverged.pt")
-    assert str(err.value) == (f"{tmp_path / 'diverged.pt'}: 1 tensor holds NaN or Inf: {FC1}; the file is corrupt "
-                              "or was saved from a diverged run")
+    assert str(err.value) == (
+        f"{tmp_path / 'diverged.pt'}: 1 tensor holds NaN or Inf: {FC1}; the file is corrupt "
+        "or was saved from a diverged run"
+    )
 
 
 def test_many_non_finite_tensors_are_counted_and_the_first_five_named(tmp_path: Path) -> None:

@@ -77,8 +77,9 @@ def test_unnormed_single_attractor_moves_bins_by_hand_values():
 
 def test_unnormed_bins_stay_unsorted_and_unclipped():
     layer = unnormed_layer([2.0])
-    bins, centers = layer(torch.zeros(1, 2, 1, 1, dtype=F64), torch.zeros(1, 2, 1, 1, dtype=F64),
-                          channels([3.0, 1.9, 2.0, 20.0], 1, 1))
+    bins, centers = layer(
+        torch.zeros(1, 2, 1, 1, dtype=F64), torch.zeros(1, 2, 1, 1, dtype=F64), channels([3.0, 1.9, 2.0, 20.0], 1, 1)
+    )
     # dx = 2 - 20 = -18 -> -18 / (1 + 300 * 324) = -18 / 97201; nothing sorted, nothing clipped to max_depth 10
     expected = torch.tensor([3.0 - 1 / 301, 1.9 + 0.025, 2.0, 20.0 - 18 / 97201], dtype=F64)
     torch.testing.assert_close(bins.flatten(), expected, rtol=0, atol=1e-12)
@@ -87,16 +88,21 @@ def test_unnormed_bins_stay_unsorted_and_unclipped():
 
 def test_unnormed_two_attractors_average_their_updates():
     layer = unnormed_layer([2.0, 1.0])
-    bins, centers = layer(torch.zeros(1, 2, 2, 2, dtype=F64), torch.zeros(1, 2, 2, 2, dtype=F64),
-                          channels([1.9, 2.0, 3.0], 2, 2))
+    bins, centers = layer(
+        torch.zeros(1, 2, 2, 2, dtype=F64), torch.zeros(1, 2, 2, 2, dtype=F64), channels([1.9, 2.0, 3.0], 2, 2)
+    )
     # b = 1.9: a=2 -> dx 0.1 -> 0.025; a=1 -> dx -0.9 -> -0.9 / (1 + 243) = -0.9 / 244
     # b = 2.0: a=2 -> 0;               a=1 -> dx -1   -> -1 / 301
     # b = 3.0: a=2 -> -1 / 301;        a=1 -> dx -2   -> -2 / (1 + 1200) = -2 / 1201
-    expected = channels([
-        1.9 + (0.025 - 0.9 / 244) / 2,
-        2.0 + (0.0 - 1 / 301) / 2,
-        3.0 + (-1 / 301 - 2 / 1201) / 2,
-    ], 2, 2)
+    expected = channels(
+        [
+            1.9 + (0.025 - 0.9 / 244) / 2,
+            2.0 + (0.0 - 1 / 301) / 2,
+            3.0 + (-1 / 301 - 2 / 1201) / 2,
+        ],
+        2,
+        2,
+    )
     torch.testing.assert_close(bins, expected, rtol=0, atol=1e-12)
     assert torch.equal(bins, centers)
     # a sum instead of the mean would move b = 1.9 to 1.9 + 0.025 - 0.9 / 244 = 1.92131...
@@ -124,10 +130,13 @@ def test_prev_embedding_is_resized_and_added_before_the_mlp():
     emb = torch.tensor([[[0.5] * 4] * 3, [[1.0, 2.0, 3.0, 4.0]] * 3], dtype=F64).unsqueeze(0)  # 1, 2, 3, 4
     prev = torch.tensor([[[0.0, 3.0]], [[4.0, 4.0]]], dtype=F64).unsqueeze(0)  # 1, 2, 1, 2
     layer(emb, prev, channels([1.0], 1, 1))
-    expected = torch.tensor([
-        [[0.5, 1.5, 2.5, 3.5]] * 3,  # 0.5 + [0, 1, 2, 3] (align_corners=True); False would give [0, .75, 2.25, 3]
-        [[5.0, 6.0, 7.0, 8.0]] * 3,  # [1, 2, 3, 4] + constant 4
-    ], dtype=F64)
+    expected = torch.tensor(
+        [
+            [[0.5, 1.5, 2.5, 3.5]] * 3,  # 0.5 + [0, 1, 2, 3] (align_corners=True); False would give [0, .75, 2.25, 3]
+            [[5.0, 6.0, 7.0, 8.0]] * 3,  # [1, 2, 3, 4] + constant 4
+        ],
+        dtype=F64,
+    )
     assert len(seen) == 1
     torch.testing.assert_close(seen[0][0], expected, rtol=0, atol=1e-12)
 
@@ -160,8 +169,7 @@ def normed_layer(biases: list[float]) -> AttractorLayer:
 
 
 def run_normed(layer: AttractorLayer, bins: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    out, centers = layer(torch.zeros(1, 2, 1, 1, dtype=F64), torch.zeros(1, 2, 1, 1, dtype=F64),
-                         channels(bins, 1, 1))
+    out, centers = layer(torch.zeros(1, 2, 1, 1, dtype=F64), torch.zeros(1, 2, 1, 1, dtype=F64), channels(bins, 1, 1))
     return out.flatten(), centers.flatten()
 
 
@@ -173,8 +181,7 @@ def test_normed_attractor_uses_first_channel_plus_eps():
     new = [0.2 + 0.201 / 13.1203, 0.9 - 0.499 / 75.7003]
     assert a - 0.2 == pytest.approx(0.201) and a - 0.9 == pytest.approx(-0.499)
     torch.testing.assert_close(bins, torch.tensor(new, dtype=F64), rtol=0, atol=1e-12)
-    torch.testing.assert_close(centers, torch.tensor([10 * new[0] + 1, 10 * new[1] + 1], dtype=F64),
-                               rtol=0, atol=1e-11)
+    torch.testing.assert_close(centers, torch.tensor([10 * new[0] + 1, 10 * new[1] + 1], dtype=F64), rtol=0, atol=1e-11)
     torch.testing.assert_close(centers, torch.tensor([3.153197717, 9.934082163], dtype=F64), rtol=0, atol=1e-8)
 
 
@@ -192,8 +199,7 @@ def test_normed_centres_are_sorted_but_bins_keep_their_order():
     bins, centers = run_normed(normed_layer([0.4, 5.0]), [0.9, 0.2])
     new = [0.9 - 0.499 / 75.7003, 0.2 + 0.201 / 13.1203]
     torch.testing.assert_close(bins, torch.tensor(new, dtype=F64), rtol=0, atol=1e-12)
-    torch.testing.assert_close(centers, torch.tensor([10 * new[1] + 1, 10 * new[0] + 1], dtype=F64),
-                               rtol=0, atol=1e-11)
+    torch.testing.assert_close(centers, torch.tensor([10 * new[1] + 1, 10 * new[0] + 1], dtype=F64), rtol=0, atol=1e-11)
 
 
 def test_normed_centres_are_clipped_to_depth_range():
@@ -228,8 +234,7 @@ def test_seed_bins_normed_relu_and_eps():
     constant_net(seed._net, [-2.0, 3.0])
     _, centers = seed(torch.zeros(1, 2, 1, 1, dtype=F64))
     w0 = 10 * 0.001 / 3.002  # ReLU(-2) + 1e-3 over 0.001 + 3.001
-    torch.testing.assert_close(centers.flatten(), torch.tensor([1 + w0 / 2, 6 + w0 / 2], dtype=F64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(centers.flatten(), torch.tensor([1 + w0 / 2, 6 + w0 / 2], dtype=F64), rtol=0, atol=1e-12)
 
 
 def test_seed_bins_softplus_returns_softplus_twice():
@@ -258,9 +263,11 @@ def test_log_binomial_stirling_coefficient_p_half():
 
 
 def test_log_binomial_p_09():
-    y = [0 + 0 + 2 * math.log(0.1),                       # -4.605170
-         2 * LN2 + math.log(0.9) + math.log(0.1),         # -1.021651
-         0 + 2 * math.log(0.9) + 0]                       # -0.210721
+    y = [
+        0 + 0 + 2 * math.log(0.1),  # -4.605170
+        2 * LN2 + math.log(0.9) + math.log(0.1),  # -1.021651
+        0 + 2 * math.log(0.9) + 0,
+    ]  # -0.210721
     assert y == pytest.approx([-4.605170, -1.021651, -0.210721], abs=1e-6)
     # exp(y) = [0.01, 4 * 0.09, 0.81], sum 1.18
     expected = torch.tensor([0.01 / 1.18, 0.36 / 1.18, 0.81 / 1.18], dtype=F64)
@@ -284,8 +291,10 @@ def stirling_softmax(p: float, temp: float, n_bins: int) -> torch.Tensor:
     """softmax_k([n ln n - k ln k - (n-k) ln(n-k) + k ln p + (n-k) ln(1-p)] / temp), n = n_bins - 1, 0 ln 0 = 0."""
     n = n_bins - 1
     xlogx = lambda v: 0.0 if v == 0 else v * math.log(v)  # noqa: E731
-    y = torch.tensor([xlogx(n) - xlogx(k) - xlogx(n - k) + k * math.log(p) + (n - k) * math.log(1 - p)
-                      for k in range(n_bins)], dtype=F64)
+    y = torch.tensor(
+        [xlogx(n) - xlogx(k) - xlogx(n - k) + k * math.log(p) + (n - k) * math.log(1 - p) for k in range(n_bins)],
+        dtype=F64,
+    )
     return torch.softmax(y / temp, dim=0)
 
 

@@ -41,11 +41,11 @@ def setup(tiny_checkpoint, tmp_path_factory, monkeypatch_module):
         monkeypatch_module.setenv(k, v)
     monkeypatch_module.setattr("test_node_dds.DOMAIN_ID", DOMAIN)
     log = tmp_path_factory.mktemp("node_c") / "node.log"
-    proc = start_node({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "input_transport": "compressed"},
-                      env, log)
+    proc = start_node({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "input_transport": "compressed"}, env, log)
     graph = Graph()
-    pub = graph.node.create_publisher(CompressedImage, "image/compressed",
-                                      QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
+    pub = graph.node.create_publisher(
+        CompressedImage, "image/compressed", QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    )
     try:
         graph.wait(lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, "compressed subscription", 90)
         assert proc.poll() is None, log.read_text()

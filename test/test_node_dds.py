@@ -34,8 +34,10 @@ except ImportError:  # the interface is built by scripts/setup.sh
 
 pytestmark = [
     pytest.mark.skipif(rclpy is None, reason="ROS 2 (rclpy) is needed for the node tests"),
-    pytest.mark.skipif(rclpy is not None and DepthRouting is None,
-                       reason="zoedepth_ros.msg is not built (run scripts/build_interfaces.sh)"),
+    pytest.mark.skipif(
+        rclpy is not None and DepthRouting is None,
+        reason="zoedepth_ros.msg is not built (run scripts/build_interfaces.sh)",
+    ),
 ]
 
 H, W = 48, 64
@@ -51,8 +53,14 @@ def rgb_image(seed: int) -> np.ndarray:
 
 
 def image_msg(pixels: np.ndarray, stamp_ns: int, encoding: str = "rgb8", frame: str = "cam_optical") -> Image:
-    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=0,
-                step=pixels.shape[1] * pixels.shape[2], data=array.array("B", pixels.tobytes()))
+    msg = Image(
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        encoding=encoding,
+        is_bigendian=0,
+        step=pixels.shape[1] * pixels.shape[2],
+        data=array.array("B", pixels.tobytes()),
+    )
     msg.header.frame_id = frame
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     return msg
@@ -85,9 +93,13 @@ class Graph:
         self.pub_image = self.node.create_publisher(Image, "image", reliable)
         self.pub_info = self.node.create_publisher(CameraInfo, "camera_info", reliable)
         self.received: dict[str, list] = {"depth": [], "info": [], "points": [], "routing": [], "diag": []}
-        for key, kind, topic in [("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
-                                 ("points", PointCloud2, "points"), ("routing", DepthRouting, "routing"),
-                                 ("diag", DiagnosticArray, "/diagnostics")]:
+        for key, kind, topic in [
+            ("depth", Image, "depth/image"),
+            ("info", CameraInfo, "depth/camera_info"),
+            ("points", PointCloud2, "points"),
+            ("routing", DepthRouting, "routing"),
+            ("diag", DiagnosticArray, "/diagnostics"),
+        ]:
             self.node.create_subscription(kind, topic, lambda m, k=key: self.received[k].append(m), reliable)
         self.params = AsyncParameterClient(self.node, node_name)
 
@@ -104,6 +116,7 @@ class Graph:
     def request(self, pixels: np.ndarray, stamp_ns: int, topic: str = "depth", timeout: float = 60.0, **info_kw):
         """Send a frame until its ``topic`` output arrives: best-effort input may lose a copy, and the node
         skips frames while our subscriptions are still being matched."""
+
         def arrived() -> bool:
             if any(stamp_of(m) == stamp_ns for m in self.received[topic]):
                 return True
@@ -146,9 +159,19 @@ def ros_env():
 @pytest.fixture(scope="module")
 def node_process(ros_env, tiny_checkpoint, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = start_node({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "pad_input": True,
-                       "flip_aug": False, "point_cloud.decimation": 1, "min_depth": 0.001, "max_depth": 80.0},
-                      ros_env, log)
+    proc = start_node(
+        {
+            "checkpoint": tiny_checkpoint("nk"),
+            "device": "cpu",
+            "pad_input": True,
+            "flip_aug": False,
+            "point_cloud.decimation": 1,
+            "min_depth": 0.001,
+            "max_depth": 80.0,
+        },
+        ros_env,
+        log,
+    )
     yield proc, log
     stop_node(proc)
 
@@ -158,8 +181,11 @@ def graph(node_process):
     g = Graph()
     proc, log = node_process
     try:
-        g.wait(lambda: g.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-               "the node's image subscription", timeout=90)
+        g.wait(
+            lambda: g.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
+            "the node's image subscription",
+            timeout=90,
+        )
         assert proc.poll() is None, log.read_text()
         yield g
     finally:
@@ -199,8 +225,10 @@ def test_cloud_equals_independent_back_projection(graph):
     depth = np.frombuffer(graph.depth_for(stamp).data, dtype="<f4").reshape(H, W)
     assert (cloud.height, cloud.width, cloud.point_step, cloud.is_dense) == (H, W, 16, False)
     assert cloud.header.frame_id == "cam_optical" and [f.name for f in cloud.fields] == ["x", "y", "z"]
-    xyz = np.frombuffer(cloud.data, dtype=np.dtype({"names": ["x", "y", "z"], "formats": ["<f4"] * 3,
-                                                    "offsets": [0, 4, 8], "itemsize": 16})).reshape(H, W)
+    xyz = np.frombuffer(
+        cloud.data,
+        dtype=np.dtype({"names": ["x", "y", "z"], "formats": ["<f4"] * 3, "offsets": [0, 4, 8], "itemsize": 16}),
+    ).reshape(H, W)
     for v in range(0, H, 7):
         for u in range(0, W, 9):
             z = float(depth[v, u])
@@ -234,8 +262,12 @@ def test_decimated_colour_cloud(graph):
         graph.set_param("point_cloud.color", False)
     assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (H // 2, W // 2, 32, 32 * (W // 2))
     assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("rgb", 16)]
-    points = np.frombuffer(cloud.data, dtype=np.dtype({"names": ["x", "z", "rgb"], "formats": ["<f4", "<f4", "<u4"],
-                                                       "offsets": [0, 8, 16], "itemsize": 32})).reshape(H // 2, W // 2)
+    points = np.frombuffer(
+        cloud.data,
+        dtype=np.dtype(
+            {"names": ["x", "z", "rgb"], "formats": ["<f4", "<f4", "<u4"], "offsets": [0, 8, 16], "itemsize": 32}
+        ),
+    ).reshape(H // 2, W // 2)
     r, g, b = (pixels[::2, ::2, c].astype(np.uint32) for c in range(3))
     np.testing.assert_array_equal(points["rgb"], (r << 16) | (g << 8) | b)
     graph.wait(lambda: graph.depth_for(stamp) is not None, "the depth image of that frame")
@@ -281,9 +313,12 @@ def test_bad_input_is_survived_and_counted(graph, node_process):
     proc, log = node_process
     stamp = 1_700_000_003_000_000_000
     cases = [("bad_image", msg, info_msg(stamp)) for _, msg in bad_images(stamp)]
-    cases += [("bad_camera_info", image_msg(rgb_image(3), stamp + i), info)
-              for i, info in enumerate([info_msg(stamp + 1, fx=0.0), info_msg(stamp + 2, fx=float("nan")),
-                                        info_msg(stamp + 3, width=320)], start=1)]
+    cases += [
+        ("bad_camera_info", image_msg(rgb_image(3), stamp + i), info)
+        for i, info in enumerate(
+            [info_msg(stamp + 1, fx=0.0), info_msg(stamp + 2, fx=float("nan")), info_msg(stamp + 3, width=320)], start=1
+        )
+    ]
     big_endian = image_msg(rgb_image(3), stamp + 4)
     big_endian.is_bigendian = 1  # irrelevant for 8-bit data: must be processed, not dropped
     # an image 5 s away from the newest CameraInfo (sent first, then no more) is dropped as "late"
@@ -325,8 +360,11 @@ def test_burst_is_dropped_to_the_latest_frame(graph):
     graph.spin(1.0)
     done = [s for s in stamps if graph.depth_for(s) is not None]
     assert len(done) < len(stamps)  # older frames were replaced while inference ran
-    graph.wait(lambda: int(diagnostics(graph).get("dropped (newer frame arrived)", 0)) > 0,
-               "diagnostics counting replaced frames", 30)
+    graph.wait(
+        lambda: int(diagnostics(graph).get("dropped (newer frame arrived)", 0)) > 0,
+        "diagnostics counting replaced frames",
+        30,
+    )
 
 
 def test_sigint_shuts_down_cleanly(node_process, graph):
@@ -337,8 +375,13 @@ def test_sigint_shuts_down_cleanly(node_process, graph):
 
 def test_missing_checkpoint_stops_the_node_with_a_fetch_hint(ros_env, tmp_path):
     env = {**os.environ, **ros_env, "ZOEDEPTH_ROS_CACHE": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "zoedepth_ros.node", "--ros-args", "-p", "device:=cpu",
-                             "-p", "download:=false"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "zoedepth_ros.node", "--ros-args", "-p", "device:=cpu", "-p", "download:=false"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "zoedepth-ros-weights fetch ZoeD_M12_NK" in result.stderr

@@ -30,20 +30,36 @@ def test_out_of_memory_frames_are_dropped_then_the_node_steps_down(tiny_checkpoi
     use_domain(monkeypatch, DOMAIN)
     monkeypatch.setenv("ZOEDEPTH_TEST_OOM_FRAMES", "3")  # read by fault_node.py in the node's process
     log = tmp_path / "node.log"
-    params = {"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "precision": "bf16", "execution": "eager",
-              "warmup": False, "routing": "indoor"}
+    params = {
+        "checkpoint": tiny_checkpoint("nk"),
+        "device": "cpu",
+        "precision": "bf16",
+        "execution": "eager",
+        "warmup": False,
+        "routing": "indoor",
+    }
     with open(log, "wb") as out:
-        node = subprocess.Popen([sys.executable, str(REPO / "test" / "fault_node.py"), *ros_args(params)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        node = subprocess.Popen(
+            [sys.executable, str(REPO / "test" / "fault_node.py"), *ros_args(params)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     graph = Graph()
     try:
-        graph.wait(lambda: graph.pub_image.get_subscription_count() > 0 or node.poll() is not None,
-                   "the node's image subscription", 90)
+        graph.wait(
+            lambda: graph.pub_image.get_subscription_count() > 0 or node.poll() is not None,
+            "the node's image subscription",
+            90,
+        )
         assert node.poll() is None, log.read_text()
         pixels = rgb_image(3)
         msg = graph.request(pixels, 1_700_004_000_000_000_000)  # re-sent until one comes through
-        graph.wait(lambda: diagnostics(graph).get("execution rung", "").startswith("fp32 eager"),
-                   "diagnostics naming the new rung", 10)
+        graph.wait(
+            lambda: diagnostics(graph).get("execution rung", "").startswith("fp32 eager"),
+            "diagnostics naming the new rung",
+            10,
+        )
         d = diagnostics(graph)
         assert int(d["dropped (out_of_memory)"]) == 3 and int(d["device failures (out_of_memory)"]) == 3
         assert "out of memory" in d["execution rung reason"].lower() and d["precision"] == "fp32"

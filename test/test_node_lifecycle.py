@@ -51,8 +51,12 @@ def managed(tiny_checkpoint, tmp_path, monkeypatch):
     env = use_domain(monkeypatch, DOMAIN)
     checkpoint = tmp_path / "later" / "tiny_nk.pt"  # does not exist yet: the first configure must fail
     log = tmp_path / "node.log"
-    proc = start_python_module("zoedepth_ros.node", ["--managed", *ros_args(
-        {"checkpoint": checkpoint, "device": "cpu", "download": False})], env, log)
+    proc = start_python_module(
+        "zoedepth_ros.node",
+        ["--managed", *ros_args({"checkpoint": checkpoint, "device": "cpu", "download": False})],
+        env,
+        log,
+    )
     graph = Graph()
     try:
         yield graph, Lifecycle(graph), proc, log, checkpoint
@@ -70,8 +74,9 @@ def test_lifecycle_transitions(managed, tiny_checkpoint):
     assert lc.transition(Transition.TRANSITION_CONFIGURE) is False
     assert lc.state() == "unconfigured" and proc.poll() is None
     graph.wait(lambda: "checkpoint file not found" in log.read_text(), "the reason in the node's log", 10)
-    graph.wait(lambda: "checkpoint file not found" in diagnostics(graph).get("last error", ""),
-               "the reason in diagnostics", 10)
+    graph.wait(
+        lambda: "checkpoint file not found" in diagnostics(graph).get("last error", ""), "the reason in diagnostics", 10
+    )
     checkpoint.parent.mkdir()
     shutil.copy(tiny_checkpoint("nk"), checkpoint)
     assert lc.transition(Transition.TRANSITION_CONFIGURE) is True
@@ -104,8 +109,11 @@ def test_lifecycle_transitions(managed, tiny_checkpoint):
 
     assert lc.transition(Transition.TRANSITION_CLEANUP) is True
     assert lc.state() == "unconfigured"
-    graph.wait(lambda: diagnostics(graph).get("state") == "unconfigured" and diagnostics(graph)["precision"] == "",
-               "diagnostics showing the model released", 10)
+    graph.wait(
+        lambda: diagnostics(graph).get("state") == "unconfigured" and diagnostics(graph)["precision"] == "",
+        "diagnostics showing the model released",
+        10,
+    )
     assert lc.transition(Transition.TRANSITION_CONFIGURE) is True  # configure again after cleanup
     assert lc.transition(Transition.TRANSITION_ACTIVATE) is True
     graph.request(rgb_image(3), stamp + 100)

@@ -25,12 +25,24 @@ def bf16_node(tiny_checkpoint, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     env = use_domain(mp, DOMAIN)
     log = tmp_path_factory.mktemp("node_bf16") / "node.log"
-    proc = start_node({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "precision": "bf16",
-                       "execution": "eager", "routing": "indoor"}, env, log)
+    proc = start_node(
+        {
+            "checkpoint": tiny_checkpoint("nk"),
+            "device": "cpu",
+            "precision": "bf16",
+            "execution": "eager",
+            "routing": "indoor",
+        },
+        env,
+        log,
+    )
     graph = Graph()
     try:
-        graph.wait(lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-                   "the node's image subscription", 90)
+        graph.wait(
+            lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
+            "the node's image subscription",
+            90,
+        )
         assert proc.poll() is None, log.read_text()
         yield graph, log
     finally:
@@ -58,8 +70,24 @@ def test_bf16_node_publishes_the_bf16_models_depth(bf16_node, tiny_checkpoint):
 
 def test_cuda_graphs_on_a_cpu_node_stop_it_with_a_reason(tiny_checkpoint):
     env = {**os.environ, **isolated_ros_env(DOMAIN + 1)}
-    result = subprocess.run([sys.executable, "-m", "zoedepth_ros.node", "--ros-args", "-p", "device:=cpu",
-                             "-p", f"checkpoint:={tiny_checkpoint('nk')}", "-p", "execution:=cuda_graph"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoedepth_ros.node",
+            "--ros-args",
+            "-p",
+            "device:=cpu",
+            "-p",
+            f"checkpoint:={tiny_checkpoint('nk')}",
+            "-p",
+            "execution:=cuda_graph",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "execution cuda_graph needs a CUDA device" in result.stderr

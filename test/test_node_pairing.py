@@ -35,13 +35,26 @@ def pairing_graph(tiny_checkpoint, tmp_path_factory):
     env = use_domain(mp, DOMAIN)
     log = tmp_path_factory.mktemp("node_pairing") / "node.log"
     # reliable input: this test is about pairing, not about frames the middleware may lose (that is counted apart)
-    proc = start_python_module("zoedepth_ros.node", ros_args({
-        "checkpoint": tiny_checkpoint("nk"), "device": "cpu", "qos.input_reliability": "reliable",
-        "publish_points": False}), env, log)
+    proc = start_python_module(
+        "zoedepth_ros.node",
+        ros_args(
+            {
+                "checkpoint": tiny_checkpoint("nk"),
+                "device": "cpu",
+                "qos.input_reliability": "reliable",
+                "publish_points": False,
+            }
+        ),
+        env,
+        log,
+    )
     graph = Graph()
     try:
-        graph.wait(lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-                   "the node's image subscription", 90)
+        graph.wait(
+            lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
+            "the node's image subscription",
+            90,
+        )
         assert proc.poll() is None, log.read_text()
         graph.request(rgb_image(0), 1_700_001_000_000_000_000)  # matched and flowing
         yield graph, log
@@ -61,7 +74,7 @@ def play(graph, rate: float, image_first: bool, seconds: float, base: int, seed:
         t = i * period + rng.uniform(0.0, 0.1 * period)
         lag = rng.uniform(0.0, min(0.8 * period, 0.3))
         stamp = base + round(i * period * 1e9)
-        first, second = (("image", "info") if image_first else ("info", "image"))
+        first, second = ("image", "info") if image_first else ("info", "image")
         schedule += [(t, first, stamp), (t + lag, second, stamp)]
     schedule.sort()
     pixels = rgb_image(1)
@@ -96,8 +109,7 @@ def test_no_pairing_drops(pairing_graph, rate, image_first):
     received_before = int(diagnostics(graph)["images received"])
     base = 1_700_002_000_000_000_000 + round(rate) * 10_000_000_000 + image_first * 1_000_000_000
     stamps = play(graph, rate, image_first, seconds=2.5, base=base, seed=round(rate) + image_first)
-    graph.wait(lambda: any(stamp_of(m) == stamps[-1] for m in graph.received["depth"]),
-               "depth for the last frame", 30)
+    graph.wait(lambda: any(stamp_of(m) == stamps[-1] for m in graph.received["depth"]), "depth for the last frame", 30)
     diag_time = graph.received["diag"][-1].header.stamp
     graph.wait(lambda: graph.received["diag"][-1].header.stamp != diag_time, "fresh diagnostics", 5)
     after = diagnostics(graph)

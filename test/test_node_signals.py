@@ -32,8 +32,9 @@ def ros(monkeypatch):
 
 
 def start(env, checkpoint, log, **params):
-    return start_python_module("zoedepth_ros.node", ros_args({"checkpoint": checkpoint, "device": "cpu",
-                                                              **params}), env, log)
+    return start_python_module(
+        "zoedepth_ros.node", ros_args({"checkpoint": checkpoint, "device": "cpu", **params}), env, log
+    )
 
 
 def signal_and_time(proc, signals: list[signal.Signals], gap: float = 0.05) -> tuple[int, float]:
@@ -62,8 +63,11 @@ def running_node(env, tiny_checkpoint, tmp_path):
     log = tmp_path / "node.log"
     proc = start(env, tiny_checkpoint("nk"), log)
     graph = Graph()
-    graph.wait(lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-               "the node's image subscription", 90)
+    graph.wait(
+        lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
+        "the node's image subscription",
+        90,
+    )
     assert proc.poll() is None, log.read_text()
     return proc, graph, log
 
@@ -98,8 +102,16 @@ def test_busy_node_exits_0_within_3_s(ros, tiny_checkpoint, tmp_path):
     stamp = [1_700_000_700_000_000_000]
     stop = threading.Event()
     try:
-        graph.wait(lambda: (graph.send(big, stamp[0], width=w, height=h), stamp.__setitem__(0, stamp[0] + 1),
-                            graph.spin(0.2), len(graph.received["depth"]) > 0)[-1], "depth for large frames", 60)
+        graph.wait(
+            lambda: (
+                graph.send(big, stamp[0], width=w, height=h),
+                stamp.__setitem__(0, stamp[0] + 1),
+                graph.spin(0.2),
+                len(graph.received["depth"]) > 0,
+            )[-1],
+            "depth for large frames",
+            60,
+        )
 
         def flood() -> None:  # 30 Hz, faster than the model: there is always a frame in the model
             while not stop.is_set():
@@ -141,8 +153,9 @@ def test_signal_while_downloading_the_weights_exits_0(ros, tmp_path, tiny_checkp
         server.add("ZoeD_M12_NK.pt", data, Stall(after=len(data) // 3, seconds=30))
         env = {**ros, "ZOEDEPTH_ROS_CACHE": str(tmp_path / "cache"), "ZOEDEPTH_ROS_BASE_URL": server.url}
         log = tmp_path / "node.log"
-        proc = start_python_module("zoedepth_ros.node", ros_args({"checkpoint": "ZoeD_M12_NK", "device": "cpu"}),
-                                   env, log)
+        proc = start_python_module(
+            "zoedepth_ros.node", ros_args({"checkpoint": "ZoeD_M12_NK", "device": "cpu"}), env, log
+        )
         deadline = time.monotonic() + 60
         while "downloading ZoeD_M12_NK" not in log.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()

@@ -25,18 +25,27 @@ def run_node(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     from ros_graph import REPO, isolated_ros_env
 
     env = {**os.environ, **isolated_ros_env(DOMAIN), "ZOEDEPTH_ROS_CACHE": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "zoedepth_ros.node", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "zoedepth_ros.node", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("max_depth:=-1", "max_depth must be a number in [0, 1000], got -1.0"),
-    ("max_depth:=abc", "max_depth must be a number in [0, 1000], got 'abc'"),
-    ("point_cloud.decimation:=0", "point_cloud.decimation must be an integer in [1, 32], got 0"),
-    ("point_cloud.decimation:=2.5", "point_cloud.decimation must be an integer in [1, 32], got 2.5"),
-    ("routing:=sideways", "routing must be one of auto, indoor, outdoor; got 'sideways'"),
-    ("pad_input:=3", "pad_input must be a bool (true or false), got 3"),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("max_depth:=-1", "max_depth must be a number in [0, 1000], got -1.0"),
+        ("max_depth:=abc", "max_depth must be a number in [0, 1000], got 'abc'"),
+        ("point_cloud.decimation:=0", "point_cloud.decimation must be an integer in [1, 32], got 0"),
+        ("point_cloud.decimation:=2.5", "point_cloud.decimation must be an integer in [1, 32], got 2.5"),
+        ("routing:=sideways", "routing must be one of auto, indoor, outdoor; got 'sideways'"),
+        ("pad_input:=3", "pad_input must be a bool (true or false), got 3"),
+    ],
+)
 def test_bad_parameter_is_one_line_and_exit_1(tmp_path, given, expected):
     result = run_node(["--ros-args", "-p", given], tmp_path)
     assert result.returncode == 1
@@ -55,8 +64,9 @@ def test_bad_value_in_a_params_file_is_one_line(tmp_path):
 
 def test_an_integer_is_accepted_where_a_float_is_expected(tmp_path):
     # the parameters pass; the node then stops, one line, at the checkpoint it cannot find (downloads off)
-    result = run_node(["--ros-args", "-p", "max_depth:=5", "-p", "camera_info_wait:=1", "-p", "download:=false"],
-                      tmp_path)
+    result = run_node(
+        ["--ros-args", "-p", "max_depth:=5", "-p", "camera_info_wait:=1", "-p", "download:=false"], tmp_path
+    )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "invalid parameters" not in lines[0] and "ZoeD_M12_NK" in lines[0], result.stderr
@@ -68,12 +78,16 @@ def fresh_node(tiny_checkpoint, tmp_path, monkeypatch):
 
     env = use_domain(monkeypatch, DOMAIN)
     log = tmp_path / "node.log"
-    proc = start_python_module("zoedepth_ros.node", ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu"}),
-                               env, log)
+    proc = start_python_module(
+        "zoedepth_ros.node", ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu"}), env, log
+    )
     graph = Graph()
     try:
-        graph.wait(lambda: graph.pub_info.get_subscription_count() > 0 or proc.poll() is not None,
-                   "the node's camera_info subscription", 90)
+        graph.wait(
+            lambda: graph.pub_info.get_subscription_count() > 0 or proc.poll() is not None,
+            "the node's camera_info subscription",
+            90,
+        )
         assert proc.poll() is None, log.read_text()
         yield graph, proc, log
     finally:
@@ -84,15 +98,25 @@ def fresh_node(tiny_checkpoint, tmp_path, monkeypatch):
 def test_warm_up_uses_the_binned_size_and_ignores_absurd_camera_info(fresh_node):
     graph, proc, log = fresh_node
     huge = info_msg(1, width=100_000, height=100_000)  # 10 gigapixels: must not be allocated
-    graph.wait(lambda: (graph.pub_info.publish(huge), graph.spin(0.3),
-                        "not warming up for this CameraInfo" in log.read_text())[-1], "the refusal in the log", 30)
+    graph.wait(
+        lambda: (
+            graph.pub_info.publish(huge),
+            graph.spin(0.3),
+            "not warming up for this CameraInfo" in log.read_text(),
+        )[-1],
+        "the refusal in the log",
+        30,
+    )
     assert "exceeds the 64 megapixel limit" in log.read_text()
     binned = info_msg(2, width=128, height=96)
     binned.binning_x = binned.binning_y = 2  # the images are 64x48
     binned.k = [104.0, 0.0, 63.0, 0.0, 100.0, 46.0, 0.0, 0.0, 1.0]
     binned.p = [104.0, 0.0, 63.0, 0.0, 0.0, 100.0, 46.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    graph.wait(lambda: (graph.pub_info.publish(binned), graph.spin(0.3), "warmed up for" in log.read_text())[-1],
-               "the warm-up", 60)
+    graph.wait(
+        lambda: (graph.pub_info.publish(binned), graph.spin(0.3), "warmed up for" in log.read_text())[-1],
+        "the warm-up",
+        60,
+    )
     text = log.read_text()
     assert "warmed up for 64x48" in text and "128x96" not in text and "100000" not in text.split("warmed up")[1]
     assert proc.poll() is None

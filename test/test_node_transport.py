@@ -40,17 +40,26 @@ def test_an_image_too_large_for_the_transport_is_processed_or_counted(ros, tiny_
 
     env = {**ros, "FASTDDS_DEFAULT_PROFILES_FILE": small_segment_profile(tmp_path)}
     node_log, camera_log = tmp_path / "node.log", tmp_path / "camera.log"
-    node = start_python_module("zoedepth_ros.node", ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu",
-                                                              "output_scale": 0.1}), env, node_log)
-    camera = start_python_module("zoedepth_ros.demo_camera", ros_args({"rate": 5.0, "width": 1280, "height": 960}),
-                                 env, camera_log)
+    node = start_python_module(
+        "zoedepth_ros.node",
+        ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "output_scale": 0.1}),
+        env,
+        node_log,
+    )
+    camera = start_python_module(
+        "zoedepth_ros.demo_camera", ros_args({"rate": 5.0, "width": 1280, "height": 960}), env, camera_log
+    )
     graph = Graph()
     try:
+
         def outcome() -> tuple[int, int, int]:
             graph.spin(0.5)
             d = diagnostics(graph)
-            return (len(graph.received["depth"]), int(d.get("lost in transport (image)", 0)),
-                    int(d.get("camera_info without its image", 0)))
+            return (
+                len(graph.received["depth"]),
+                int(d.get("lost in transport (image)", 0)),
+                int(d.get("camera_info without its image", 0)),
+            )
 
         graph.wait(lambda: sum(outcome()) > 0, "depth for the large frames, or their loss in diagnostics", 60)
         graph.spin(3.0)
@@ -70,15 +79,23 @@ def test_frames_without_valid_depth_are_counted_and_warned(ros, tiny_checkpoint,
     from ros_graph import stop_node
 
     log = tmp_path / "node.log"
-    node = start_python_module("zoedepth_ros.node", ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu",
-                                                              "min_depth": 999.0, "max_depth": 1000.0}), ros, log)
+    node = start_python_module(
+        "zoedepth_ros.node",
+        ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "min_depth": 999.0, "max_depth": 1000.0}),
+        ros,
+        log,
+    )
     graph = Graph()
     try:
-        graph.wait(lambda: graph.pub_image.get_subscription_count() > 0 or node.poll() is not None,
-                   "the node's image subscription", 90)
+        graph.wait(
+            lambda: graph.pub_image.get_subscription_count() > 0 or node.poll() is not None,
+            "the node's image subscription",
+            90,
+        )
         graph.request(rgb_image(0), 1_700_003_000_000_000_000)  # still published: NaN is REP 118's "no depth"
-        graph.wait(lambda: int(diagnostics(graph).get("frames with no valid depth", 0)) > 0,
-                   "the count in diagnostics", 10)
+        graph.wait(
+            lambda: int(diagnostics(graph).get("frames with no valid depth", 0)) > 0, "the count in diagnostics", 10
+        )
         assert "no valid depth in 1 frame(s) so far" in log.read_text()
         assert graph.received["diag"][-1].status[0].level == b"\x01"  # WARN
     finally:

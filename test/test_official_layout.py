@@ -32,10 +32,13 @@ def layout(sd: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], str]
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()}
 
 
-@pytest.mark.parametrize(("config", "listing", "entries"), [
-    (ZOED_NK, "zoed_nk_state_dict_keys.txt", 615),
-    (ZOED_N, "zoed_n_state_dict_keys.txt", 535),
-])
+@pytest.mark.parametrize(
+    ("config", "listing", "entries"),
+    [
+        (ZOED_NK, "zoed_nk_state_dict_keys.txt", 615),
+        (ZOED_N, "zoed_n_state_dict_keys.txt", 535),
+    ],
+)
 def test_full_model_matches_official_listing(config, listing, entries):
     expected = read_listing(listing)
     assert len(expected) == entries
@@ -58,9 +61,12 @@ def test_zoed_k_differs_from_n_only_in_normed_attractor_widths():
     assert n.keys() == k.keys()
     differing = {key: (n[key][0], k[key][0]) for key in n if n[key] != k[key]}
     assert differing == {
-        f"attractors.{i}._net.2.{p}": ((c, 128, 1, 1) if p == "weight" else (c,), (2 * c, 128, 1, 1) if p == "weight"
-                                       else (2 * c,))
-        for i, c in enumerate((16, 8, 4, 1)) for p in ("weight", "bias")
+        f"attractors.{i}._net.2.{p}": (
+            (c, 128, 1, 1) if p == "weight" else (c,),
+            (2 * c, 128, 1, 1) if p == "weight" else (2 * c,),
+        )
+        for i, c in enumerate((16, 8, 4, 1))
+        for p in ("weight", "bias")
     }
 
 
@@ -76,6 +82,8 @@ def test_key_rules_remove_exactly_the_documented_entries():
     kept = official_to_model(sd, tiny_config("nk"))
     removed = sd.keys() - kept.keys()
     assert len(removed) == 4 + 2 * 2 + 4  # rel-pos index per block, k_idx/K_minus_1 per head, fc_norm + head
-    assert all(k.endswith(("relative_position_index", "k_idx", "K_minus_1")) or ".fc_norm." in k or ".head." in k
-               for k in removed)
+    assert all(
+        k.endswith(("relative_position_index", "k_idx", "K_minus_1")) or ".fc_norm." in k or ".head." in k
+        for k in removed
+    )
     assert kept.keys() == ZoeDepth(tiny_config("nk")).state_dict().keys()

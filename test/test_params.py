@@ -23,16 +23,19 @@ def test_defaults_are_valid_and_every_parameter_is_described():
     assert len({p.name for p in PARAMS}) == len(PARAMS)
 
 
-@pytest.mark.parametrize(("name", "value", "reason"), [
-    ("routing", "sideways", "routing must be one of auto, indoor, outdoor"),
-    ("device", "gpu", "device 'gpu' is not valid"),
-    ("device", 3, "device must be a string, got 3"),
-    ("point_cloud.decimation", 0, "point_cloud.decimation must be an integer in [1, 32], got 0"),
-    ("point_cloud.decimation", 1.5, "must be an integer in [1, 32], got 1.5"),
-    ("max_depth", "abc", "max_depth must be a number in [0, 1000], got 'abc'"),
-    ("output_scale", 2.0, "output_scale must be a number in [0.05, 1], got 2.0"),
-    ("pad_input", "yes", "pad_input must be a bool (true or false)"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("routing", "sideways", "routing must be one of auto, indoor, outdoor"),
+        ("device", "gpu", "device 'gpu' is not valid"),
+        ("device", 3, "device must be a string, got 3"),
+        ("point_cloud.decimation", 0, "point_cloud.decimation must be an integer in [1, 32], got 0"),
+        ("point_cloud.decimation", 1.5, "must be an integer in [1, 32], got 1.5"),
+        ("max_depth", "abc", "max_depth must be a number in [0, 1000], got 'abc'"),
+        ("output_scale", 2.0, "output_scale must be a number in [0.05, 1], got 2.0"),
+        ("pad_input", "yes", "pad_input must be a bool (true or false)"),
+    ],
+)
 def test_bad_values_are_named(name, value, reason):
     (message,) = validate({name: value})
     assert reason in message
@@ -46,7 +49,7 @@ def test_cross_parameter_rule_and_int_for_float():
 def test_yaml_nests_dotted_names():
     text = default_yaml()
     assert "    point_cloud:\n      # " in text and "      decimation: 1\n" in text
-    assert "    qos:\n" in text and "      output_reliability: \"reliable\"\n" in text
+    assert "    qos:\n" in text and '      output_reliability: "reliable"\n' in text
 
 
 def test_latest_slot_keeps_only_the_newest():

@@ -18,9 +18,9 @@ NET = (384, 512)
 
 # (height, width) -> network size with keep_aspect ("minimal": the scale closer to 1, sides rounded to /32)
 WORKED = [
-    ((480, 640), (384, 512)),    # scale 0.8 both ways
-    ((572, 746), (384, 512)),    # width scale 0.686 is closer: h = 572 * 512 / 746 = 392.6 -> 12.27 * 32 -> 384
-    ((720, 1280), (384, 672)),   # height scale 0.533: w = 682.7 -> 21.33 -> 21 * 32
+    ((480, 640), (384, 512)),  # scale 0.8 both ways
+    ((572, 746), (384, 512)),  # width scale 0.686 is closer: h = 572 * 512 / 746 = 392.6 -> 12.27 * 32 -> 384
+    ((720, 1280), (384, 672)),  # height scale 0.533: w = 682.7 -> 21.33 -> 21 * 32
     ((1080, 1920), (384, 672)),  # height scale 0.356: w = 682.7 -> 672
     ((376, 1241), (384, 1280)),  # height scale 1.021: w = 1267.4 -> 39.6 -> 40 * 32
     ((352, 1216), (384, 1312)),  # height scale 1.091: w = 1326.5 -> 41.45 -> 41 * 32
@@ -62,8 +62,8 @@ def test_net_input_size_rejects_bad_sizes(size):
 
 def test_reflect_padding_values():
     assert reflect_padding(480, 640) == (46, 53)  # int(15.49 * 3), int(17.89 * 3)
-    assert reflect_padding(48, 64) == (14, 16)    # int(4.899 * 3) = int(14.70), int(5.657 * 3) = int(16.97)
-    assert reflect_padding(2, 8) == (3, 6)        # int(1 * 3), int(2 * 3)
+    assert reflect_padding(48, 64) == (14, 16)  # int(4.899 * 3) = int(14.70), int(5.657 * 3) = int(16.97)
+    assert reflect_padding(2, 8) == (3, 6)  # int(1 * 3), int(2 * 3)
 
 
 def test_pad_reflect_matches_torch_reflect_and_hand_corner():
@@ -98,8 +98,9 @@ def test_prepare_input_resizes_bilinear_align_corners():
     torch.testing.assert_close(2 * resized - 1, expected)
     torch.testing.assert_close(out[0, 0], expected, rtol=0, atol=1e-12)
     y = torch.rand(2, 3, 5, 7)
-    torch.testing.assert_close(prepare_input(y, (8, 4)),
-                               2 * F.interpolate(y, size=(8, 4), mode="bilinear", align_corners=True) - 1)
+    torch.testing.assert_close(
+        prepare_input(y, (8, 4)), 2 * F.interpolate(y, size=(8, 4), mode="bilinear", align_corners=True) - 1
+    )
 
 
 def test_restore_size_crops_middle_when_already_padded_size():

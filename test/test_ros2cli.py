@@ -28,8 +28,10 @@ DISCOVER = ("--spin-time", "0.5")
 discovery that takes longer."""
 MARK = f"zd{os.getpid()}"  # in every namespace used here, to find (left-over) processes by their command line
 
-pytestmark = [pytest.mark.skipif(ROS2 is None, reason=TOOLS_REASON.replace("launch_pytest", "ros2cli, launch_pytest")),
-              pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.skipif(ROS2 is None, reason=TOOLS_REASON.replace("launch_pytest", "ros2cli, launch_pytest")),
+    pytest.mark.timeout(120),
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,14 @@ def cli_env(monkeypatch_module):
 
 def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """A short `ros2 ...` command; its output (stdout + stderr) is in .stdout."""
-    return subprocess.run([ROS2, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env=dict(os.environ))
+    return subprocess.run(
+        [ROS2, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
 
 
 def processes_with(text: str) -> list[str]:
@@ -86,8 +94,13 @@ class Command:
     def __init__(self, log: Path, ns: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.log, self.ns, self.args = log, ns, args
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen([ROS2, *args], stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **(env or {})}, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [ROS2, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -180,8 +193,16 @@ def test_rviz_without_rviz2_fails_at_once_and_starts_nothing(tiny_checkpoint):
     if rviz.returncode == 0:
         pytest.skip(f"rviz2 is installed here ({rviz.stdout.strip()}): the missing-rviz2 error cannot be seen")
     ns = f"/{MARK}_rviz"
-    result = ros2("launch", "zoedepth_ros", "zoedepth.launch.py", f"namespace:={ns}", "rviz:=true",
-                  f"checkpoint:={tiny_checkpoint('nk')}", "device:=cpu", timeout=60)
+    result = ros2(
+        "launch",
+        "zoedepth_ros",
+        "zoedepth.launch.py",
+        f"namespace:={ns}",
+        "rviz:=true",
+        f"checkpoint:={tiny_checkpoint('nk')}",
+        "device:=cpu",
+        timeout=60,
+    )
     message = "rviz:=true but rviz2 is not installed; install ros-<distro>-rviz2 or run without rviz:=true"
     assert result.returncode != 0, result.stdout
     assert result.stdout.count(message) == 1, result.stdout
@@ -197,8 +218,11 @@ def test_ros2_launch_with_the_demo_camera_and_rviz_publishes_depth_and_stops_on_
     cam = Camera(DOMAIN, command.ns)  # listens only: the demo camera publishes in the same namespace
     topics = ("depth", "info", "points")
     try:
-        cam.wait(lambda: common_stamp(cam, topics) is not None or command.proc.poll() is not None,
-                 "depth, depth camera info and cloud of one demo frame", 60)
+        cam.wait(
+            lambda: common_stamp(cam, topics) is not None or command.proc.poll() is not None,
+            "depth, depth camera info and cloud of one demo frame",
+            60,
+        )
         command.alive()
         depth, info, cloud = (cam.find(t, common_stamp(cam, topics)) for t in topics)
     finally:
@@ -215,8 +239,21 @@ def test_ros2_launch_with_the_demo_camera_and_rviz_publishes_depth_and_stops_on_
 
 
 def test_ros2_run_and_ros2_param_get_set(started, tiny_checkpoint):
-    command = started("run", "run", "zoedepth_ros", "zoedepth_node", "--ros-args", "-r", f"__ns:=/{MARK}_run",
-                      "-p", f"checkpoint:={tiny_checkpoint('nk')}", "-p", "device:=cpu", "-p", "max_depth:=12.5")
+    command = started(
+        "run",
+        "run",
+        "zoedepth_ros",
+        "zoedepth_node",
+        "--ros-args",
+        "-r",
+        f"__ns:=/{MARK}_run",
+        "-p",
+        f"checkpoint:={tiny_checkpoint('nk')}",
+        "-p",
+        "device:=cpu",
+        "-p",
+        "max_depth:=12.5",
+    )
     node = f"{command.ns}/zoedepth"
     got = ros2("param", "get", *DISCOVER, "--timeout", "30", node, "max_depth")
     assert got.stdout.strip() == "Double value is: 12.5", got.stdout + command.text()
@@ -233,8 +270,10 @@ def managed(tmp_path_factory, model_args):
     """Both managed nodes, started at once (they share the start-up time): autostart on and off."""
     tmp = tmp_path_factory.mktemp("managed")
     common = (*LAUNCH, "lifecycle:=true", "image:=image", "camera_info:=camera_info", *model_args)
-    commands = {name: Command(tmp / f"{name}.log", f"/{MARK}_{name}", *common, f"namespace:=/{MARK}_{name}", *extra)
-                for name, extra in (("lc_on", ()), ("lc_off", ("autostart:=false",)))}
+    commands = {
+        name: Command(tmp / f"{name}.log", f"/{MARK}_{name}", *common, f"namespace:=/{MARK}_{name}", *extra)
+        for name, extra in (("lc_on", ()), ("lc_off", ("autostart:=false",)))
+    }
     yield commands
     for command in commands.values():
         command.kill()

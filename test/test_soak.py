@@ -16,8 +16,9 @@ except ImportError:  # a venv without ROS: the run below skips
 
 
 def test_slope_is_least_squares_in_mb_per_minute():
-    samples = [ProcSample(t, 100 + 0.01 * t + (0.5 if i % 2 else -0.5), 10, 5) for i, t in
-               enumerate(range(0, 600, 10))]  # 0.6 MB/min plus alternating noise
+    samples = [
+        ProcSample(t, 100 + 0.01 * t + (0.5 if i % 2 else -0.5), 10, 5) for i, t in enumerate(range(0, 600, 10))
+    ]  # 0.6 MB/min plus alternating noise
     assert slope_per_min(samples) == pytest.approx(0.6, abs=0.02)
     assert math.isnan(slope_per_min(samples[:1]))
 
@@ -49,11 +50,38 @@ def test_short_soak_reports_every_figure(tmp_path, capsys):
     from zoedepth_ros.tools.soak import main
 
     out = tmp_path / "soak.json"
-    assert main(["--random", "tiny-nk", "--minutes", "0.3", "--warmup-minutes", "0.1", "--window-minutes", "0.05",
-                 "--rate", "2", "--size", "160x120", "--sample-seconds", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--random",
+                "tiny-nk",
+                "--minutes",
+                "0.3",
+                "--warmup-minutes",
+                "0.1",
+                "--window-minutes",
+                "0.05",
+                "--rate",
+                "2",
+                "--size",
+                "160x120",
+                "--sample-seconds",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    rows = ("RSS slope after warm-up", "RSS floor slope", "second half", "open fds / threads",
-            "latency p50/p99, last window", "drops by reason")
+    rows = (
+        "RSS slope after warm-up",
+        "RSS floor slope",
+        "second half",
+        "open fds / threads",
+        "latency p50/p99, last window",
+        "drops by reason",
+    )
     for row in rows:
         assert row in text
     report = json.loads(out.read_text())

@@ -76,10 +76,18 @@ def test_release_table_matches_upstream() -> None:
     assert by_name["ZoeD_M12_K"].url_for("http://mirror/x/") == "http://mirror/x/ZoeD_M12_K.pt"
 
 
-@pytest.mark.parametrize(("spelling", "expected"), [
-    ("ZoeD_M12_NK", "ZoeD_M12_NK"), ("zoed_m12_nk", "ZoeD_M12_NK"), ("ZOED_M12_N.PT", "ZoeD_M12_N"),
-    ("NK", "ZoeD_M12_NK"), ("k", "ZoeD_M12_K"), ("n.pt", "ZoeD_M12_N"), (" ZoeD_M12_K.pt ", "ZoeD_M12_K"),
-])
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("ZoeD_M12_NK", "ZoeD_M12_NK"),
+        ("zoed_m12_nk", "ZoeD_M12_NK"),
+        ("ZOED_M12_N.PT", "ZoeD_M12_N"),
+        ("NK", "ZoeD_M12_NK"),
+        ("k", "ZoeD_M12_K"),
+        ("n.pt", "ZoeD_M12_N"),
+        (" ZoeD_M12_K.pt ", "ZoeD_M12_K"),
+    ],
+)
 def test_resolve_name_accepts_spellings(spelling: str, expected: str) -> None:
     assert W.resolve_name(spelling).name == expected
 
@@ -151,8 +159,11 @@ def test_resume_through_redirect(cache: Path, server: CheckpointServer, ckpt, ca
     path = fetch(server, progress=True)
     assert path.read_bytes() == data
     assert [(r.path, r.range, r.status) for r in server.requests] == [
-        (NK, None, 302), ("cdn/blob", None, 200),
-        (NK, f"bytes={len(data) // 3}-", 302), ("cdn/blob", f"bytes={len(data) // 3}-", 206)]
+        (NK, None, 302),
+        ("cdn/blob", None, 200),
+        (NK, f"bytes={len(data) // 3}-", 302),
+        ("cdn/blob", f"bytes={len(data) // 3}-", 206),
+    ]
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert any(ln.startswith(f"{NK}: 100%") for ln in bar)  # one progress bar, carried across the resume
 
@@ -177,7 +188,8 @@ def test_existing_partial_file_is_resumed_and_hashed(cache: Path, server: Checkp
     assert path.read_bytes() == data
     assert W.recorded_sha256(path) == sha(data)  # the hash covers the bytes that were already on disk
     assert [(r.range, r.status, r.body_bytes) for r in server.requests] == [
-        (f"bytes={len(data) // 2}-", 206, len(data) - len(data) // 2)]
+        (f"bytes={len(data) // 2}-", 206, len(data) - len(data) // 2)
+    ]
 
 
 def test_server_ignoring_range_restarts_from_scratch(cache: Path, server: CheckpointServer, ckpt) -> None:
@@ -206,8 +218,7 @@ def test_416_with_oversized_partial_restarts(cache: Path, server: CheckpointServ
     server.add(NK, ckpt["nk"])
     path = fetch(server)
     assert path.read_bytes() == ckpt["nk"]
-    assert [(r.range, r.status) for r in server.requests] == [
-        (f"bytes={len(ckpt['nk']) + 13}-", 416), (None, 200)]
+    assert [(r.range, r.status) for r in server.requests] == [(f"bytes={len(ckpt['nk']) + 13}-", 416), (None, 200)]
 
 
 def test_stalled_connection_times_out_and_resumes(cache: Path, server: CheckpointServer, ckpt) -> None:
@@ -269,11 +280,15 @@ def _garble_head(data: bytes) -> bytes:
     return bytes(rng.randrange(256) for _ in range(65536)) + data[65536:]
 
 
-@pytest.mark.parametrize("corrupt", [
-    lambda d: d[: len(d) // 2],  # truncated, served as a complete response
-    _garble_head,  # right length, garbage where the archive's records start
-    lambda d: b"<html><body>rate limited</body></html>",  # an error page with status 200
-], ids=["truncated", "garbled", "html"])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda d: d[: len(d) // 2],  # truncated, served as a complete response
+        _garble_head,  # right length, garbage where the archive's records start
+        lambda d: b"<html><body>rate limited</body></html>",  # an error page with status 200
+    ],
+    ids=["truncated", "garbled", "html"],
+)
 def test_corrupt_download_is_rejected_and_deleted(cache: Path, server: CheckpointServer, ckpt, corrupt) -> None:
     server.add(NK, corrupt(ckpt["nk"]))
     with pytest.raises(WeightsError, match="not a usable ZoeDepth checkpoint"):
@@ -321,7 +336,12 @@ def test_verify_cached_and_tampered(cache: Path, server: CheckpointServer, ckpt)
     fetch(server)
     result = W.verify("NK")
     assert (result.variant, result.size, result.sha256, result.sha256_source, result.recorded) == (
-        "nk", len(ckpt["nk"]), sha(ckpt["nk"]), "recorded", False)
+        "nk",
+        len(ckpt["nk"]),
+        sha(ckpt["nk"]),
+        "recorded",
+        False,
+    )
     (cache / NK).write_bytes(ckpt["nk2"])
     with pytest.raises(WeightsError, match="SHA-256 mismatch"):
         W.verify("ZoeD_M12_NK")
@@ -399,8 +419,7 @@ def test_cli_fetch_list_path_verify(cache: Path, server: CheckpointServer, ckpt,
     out = capsys.readouterr().out
     assert f"cache: {cache}" in out
     rows = {ln.split()[0]: ln.split()[1:3] for ln in out.splitlines() if ln.startswith("ZoeD_")}
-    assert rows == {"ZoeD_M12_N": ["n", "missing"], "ZoeD_M12_K": ["k", "missing"],
-                    "ZoeD_M12_NK": ["nk", "missing"]}
+    assert rows == {"ZoeD_M12_N": ["n", "missing"], "ZoeD_M12_K": ["k", "missing"], "ZoeD_M12_NK": ["nk", "missing"]}
     assert "zoedepth-ros-weights fetch NAME" in out
 
     assert main(["fetch", "ZoeD_M12_NK", "--base-url", server.url, "--quiet"]) == 0

@@ -58,7 +58,9 @@ def test_trickling_server_is_given_up_on_and_the_partial_resumes(cache: Path, se
     assert re.fullmatch(
         rf"only \d+ bytes in 1 s from {re.escape(server.url)}/{NK}; the download stalled "
         rf"\({re.escape(W._bytes_text(kept))} of {re.escape(W._bytes_text(len(nk)))} so far, kept in "
-        rf"{re.escape(str(part))}; run the same command again to resume\)", str(error)), str(error)
+        rf"{re.escape(str(part))}; run the same command again to resume\)",
+        str(error),
+    ), str(error)
     assert 0.9 < elapsed < 3.0
     assert not (cache / NK).exists()
     path = fetch(server, stall_timeout=1.0)  # the same command again: resumes where the trickle stopped
@@ -95,22 +97,23 @@ def test_deadline_ends_a_trickle(cache: Path, server: CheckpointServer, nk) -> N
     assert str(error) == (
         f"the download of {server.url}/{NK} did not finish within the 1 s deadline "
         f"({W._bytes_text(part.stat().st_size)} of {W._bytes_text(len(nk))} so far, kept in {part}; "
-        "run the same command again to resume)")
+        "run the same command again to resume)"
+    )
     assert 0.9 < elapsed < 2.5
 
 
 def test_deadline_bounds_the_retry_waits_too(cache: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    error, elapsed = timed(lambda: W.fetch("nk", base_url=url, progress=False, retries=50, backoff=0.4,
-                                           deadline=1.0))
+    error, elapsed = timed(lambda: W.fetch("nk", base_url=url, progress=False, retries=50, backoff=0.4, deadline=1.0))
     assert "did not finish within the 1 s deadline (nothing saved yet" in str(error)
     assert 0.9 < elapsed < 2.5
 
 
 def test_ensure_checkpoint_and_cli_pass_the_limits_on(cache: Path, server: CheckpointServer, nk, capsys) -> None:
     server.add(NK, nk, Trickle(after=100_000, interval=0.05), Trickle(after=100_000, interval=0.05))
-    error, elapsed = timed(lambda: W.ensure_checkpoint("nk", base_url=server.url, log=lambda _: None,
-                                                       stall_timeout=1.0))
+    error, elapsed = timed(
+        lambda: W.ensure_checkpoint("nk", base_url=server.url, log=lambda _: None, stall_timeout=1.0)
+    )
     assert "the download stalled" in str(error) and elapsed < 3.0
 
     t0 = time.monotonic()
@@ -127,12 +130,16 @@ def test_ensure_checkpoint_and_cli_pass_the_limits_on(cache: Path, server: Check
 # -------------------------------------------------------------------------------------------- HTML pages
 
 
-@pytest.mark.parametrize("page", [
-    Page(body=b"<head><title>Proxy authentication required</title></head>"),
-    Page(),
-    Page(body=b"\n  <!doctype html><html>proxy error</html>", content_type="application/octet-stream"),
-    Page(body=b"<HTML><BODY>Please log in</BODY></HTML>", content_type="binary/octet-stream"),
-], ids=["content-type", "doctype", "doctype-after-space", "html-body"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        Page(body=b"<head><title>Proxy authentication required</title></head>"),
+        Page(),
+        Page(body=b"\n  <!doctype html><html>proxy error</html>", content_type="application/octet-stream"),
+        Page(body=b"<HTML><BODY>Please log in</BODY></HTML>", content_type="binary/octet-stream"),
+    ],
+    ids=["content-type", "doctype", "doctype-after-space", "html-body"],
+)
 def test_html_page_says_the_url_serves_no_checkpoint(cache: Path, server: CheckpointServer, nk, page) -> None:
     server.add(NK, nk, page)
     with pytest.raises(W.WeightsError) as info:
@@ -162,9 +169,7 @@ def test_html_page_while_resuming_keeps_the_partial(cache: Path, server: Checkpo
 # ----------------------------------------------------------------------------------- Range ignored
 
 
-def test_server_ignoring_range_says_once_that_it_restarts(
-    cache: Path, server: CheckpointServer, nk, capsys
-) -> None:
+def test_server_ignoring_range_says_once_that_it_restarts(cache: Path, server: CheckpointServer, nk, capsys) -> None:
     cache.mkdir()
     (cache / (NK + ".part")).write_bytes(nk[:3000])
     server.honour_range = False
@@ -174,8 +179,10 @@ def test_server_ignoring_range_says_once_that_it_restarts(
     assert path.read_bytes() == nk
     assert [r.status for r in server.requests] == [200, 200, 200]  # every request asked for a range
     restarts = [n for n in notes if "restarts from the beginning" in n]
-    assert restarts == [f"{NK}: asked to resume at byte 3000, the server sent the whole file (the server ignores "
-                        "resume requests); the download restarts from the beginning"]
+    assert restarts == [
+        f"{NK}: asked to resume at byte 3000, the server sent the whole file (the server ignores "
+        "resume requests); the download restarts from the beginning"
+    ]
 
     (cache / NK).unlink()  # the CLI, on a fresh interrupted download: its opening line (real size) comes first
     (cache / (NK + ".part")).write_bytes(nk[:3000])
@@ -210,5 +217,7 @@ def test_cli_downloading_line_when_resuming(cache: Path, server: CheckpointServe
     server.add(NK, nk)
     assert main(["fetch", "nk", "--base-url", server.url]) == 0
     line = cli_opening_line(capsys.readouterr().err)
-    assert line == (f"downloading ZoeD_M12_NK ({W._bytes_text(len(nk))}, resuming at 1.00 MB) "  # Content-Range total
-                    f"from {server.url}/{NK}")
+    assert line == (
+        f"downloading ZoeD_M12_NK ({W._bytes_text(len(nk))}, resuming at 1.00 MB) "  # Content-Range total
+        f"from {server.url}/{NK}"
+    )

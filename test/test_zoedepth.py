@@ -68,8 +68,15 @@ def test_single_head_models_refuse_the_other_head(rgb):
         n(rgb[:1], domain="kitti")
 
 
-@pytest.mark.parametrize("bad", [torch.rand(3, 48, 64), torch.rand(1, 1, 48, 64), torch.zeros(1, 3, 8, 8,
-                                 dtype=torch.uint8), torch.rand(0, 3, 48, 64)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.rand(3, 48, 64),
+        torch.rand(1, 1, 48, 64),
+        torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
+        torch.rand(0, 3, 48, 64),
+    ],
+)
 def test_bad_input_raises_value_error(nk, bad):
     with pytest.raises(ValueError):
         nk(bad)
@@ -77,6 +84,7 @@ def test_bad_input_raises_value_error(nk, bad):
 
 def official_infer(model, x, pad_input, flip):
     """upstream infer() written out with plain torch ops: reflect pad int(sqrt(side/2)*3), bicubic back, crop."""
+
     def once(img):
         h, w = img.shape[-2:]
         ph, pw = (int(math.sqrt(h / 2) * 3), int(math.sqrt(w / 2) * 3)) if pad_input else (0, 0)
@@ -84,6 +92,7 @@ def official_infer(model, x, pad_input, flip):
         out = model(padded)["metric_depth"]
         out = F.interpolate(out, size=padded.shape[-2:], mode="bicubic", align_corners=False)
         return out[:, :, ph : ph + h, pw : pw + w]
+
     out = once(x)
     if flip:
         out = (out + torch.flip(once(torch.flip(x, [3])), [3])) / 2

@@ -47,13 +47,19 @@ def probe_images(height: int, width: int, device: torch.device | str = "cpu") ->
     Structured content keeps the network's activations in a realistic range (noise would not); real images
     can be passed to ``guard`` instead.
     """
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, height, device=device), torch.linspace(0, 1, width, device=device),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, height, device=device), torch.linspace(0, 1, width, device=device), indexing="ij"
+    )
     horizon = (ys > 0.45).float()
     floor = horizon * (0.5 + 0.5 * torch.sign(torch.sin(40 * (xs - 0.5) / (ys + 0.05)) * torch.sin(30 / (ys + 0.1))))
     room = torch.stack([0.3 + 0.4 * ys, 0.35 + 0.2 * floor, 0.6 - 0.3 * ys * (1 - floor)])
-    blobs = torch.stack([0.5 + 0.5 * torch.sin(5 * xs + 2 * ys), 0.5 + 0.5 * torch.cos(4 * xs * ys + 1),
-                         0.5 + 0.4 * torch.sin(7 * ys - 3 * xs)])
+    blobs = torch.stack(
+        [
+            0.5 + 0.5 * torch.sin(5 * xs + 2 * ys),
+            0.5 + 0.5 * torch.cos(4 * xs * ys + 1),
+            0.5 + 0.4 * torch.sin(7 * ys - 3 * xs),
+        ]
+    )
     gen = torch.Generator().manual_seed(0)
     grain = torch.rand((3, height, width), generator=gen).to(device)
     texture = 0.6 * blobs + 0.25 * (torch.sin(90 * xs) * torch.cos(70 * ys) + 1) / 2 + 0.15 * grain
@@ -71,8 +77,13 @@ def mean_relative_difference(reference: torch.Tensor, candidate: torch.Tensor) -
     return float(((cand - ref).abs()[valid] / ref[valid]).mean())
 
 
-def guard(reference: Sequence[InferenceResult], candidate: Predict, images: Sequence[torch.Tensor], mode: str,
-          max_mean_rel_diff: float = MAX_MEAN_REL_DIFF) -> GuardReport:
+def guard(
+    reference: Sequence[InferenceResult],
+    candidate: Predict,
+    images: Sequence[torch.Tensor],
+    mode: str,
+    max_mean_rel_diff: float = MAX_MEAN_REL_DIFF,
+) -> GuardReport:
     """Compare ``candidate`` on ``images`` with the fp32 ``reference`` results for the same images."""
     diffs, same_routing = [], True
     for ref, image in zip(reference, images, strict=True):
@@ -88,16 +99,24 @@ def guard(reference: Sequence[InferenceResult], candidate: Predict, images: Sequ
     return GuardReport(mode, not reasons, same_routing, worst, tuple(diffs), "; ".join(reasons))
 
 
-def reference_results(model: ZoeDepth, images: Sequence[torch.Tensor], pad_input: bool = True,
-                      flip_aug: bool = False) -> list[InferenceResult]:
+def reference_results(
+    model: ZoeDepth, images: Sequence[torch.Tensor], pad_input: bool = True, flip_aug: bool = False
+) -> list[InferenceResult]:
     """fp32 eager results (the model must be in fp32)."""
     return [model.predict(image, pad_input=pad_input, flip_aug=flip_aug) for image in images]
 
 
-def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence[str], mode: str,
-                     channels_last: bool = False, pad_input: bool = True, flip_aug: bool = False,
-                     probe_size: tuple[int, int] = PROBE_SIZE, max_mean_rel_diff: float = MAX_MEAN_REL_DIFF,
-                     ) -> tuple[DepthRunner, list[GuardReport]]:
+def select_fast_mode(
+    model: ZoeDepth,
+    device: torch.device,
+    precisions: Sequence[str],
+    mode: str,
+    channels_last: bool = False,
+    pad_input: bool = True,
+    flip_aug: bool = False,
+    probe_size: tuple[int, int] = PROBE_SIZE,
+    max_mean_rel_diff: float = MAX_MEAN_REL_DIFF,
+) -> tuple[DepthRunner, list[GuardReport]]:
     """The first of ``precisions`` whose runner passes the guard, else fp32; plus every report.
 
     ``model`` must be fp32; a candidate is a copy of it (the fp32 weights stay available for the fallback).
@@ -111,8 +130,13 @@ def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence
             break
         candidate = set_precision(copy.deepcopy(model), precision)
         runner = DepthRunner(candidate, device, mode=mode, channels_last=channels_last)
-        report = guard(reference, lambda x, r=runner: settled(r(x, pad_input=pad_input, flip_aug=flip_aug)),
-                       images, runner.describe(), max_mean_rel_diff)
+        report = guard(
+            reference,
+            lambda x, r=runner: settled(r(x, pad_input=pad_input, flip_aug=flip_aug)),
+            images,
+            runner.describe(),
+            max_mean_rel_diff,
+        )
         reports.append(report)
         if report.passed:
             return runner, reports
@@ -123,5 +147,10 @@ def select_fast_mode(model: ZoeDepth, device: torch.device, precisions: Sequence
 
 def settled(result: InferenceResult) -> InferenceResult:
     """A copy of a (possibly graph-static) result that the next call cannot overwrite."""
-    return InferenceResult(result.depth.clone(), result.domain_indices.clone(),
-                           tuple(t.clone() for t in result.domain_logits), result.forced, result.head_names)
+    return InferenceResult(
+        result.depth.clone(),
+        result.domain_indices.clone(),
+        tuple(t.clone() for t in result.domain_logits),
+        result.forced,
+        result.head_names,
+    )

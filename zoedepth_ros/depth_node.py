@@ -89,7 +89,9 @@ def _descriptor(p, managed: bool) -> ParameterDescriptor:
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
     return QoSProfile(
-        history=QoSHistoryPolicy.KEEP_LAST, depth=depth, durability=QoSDurabilityPolicy.VOLATILE,
+        history=QoSHistoryPolicy.KEEP_LAST,
+        depth=depth,
+        durability=QoSDurabilityPolicy.VOLATILE,
         reliability=(QoSReliabilityPolicy.RELIABLE if reliability == "reliable" else QoSReliabilityPolicy.BEST_EFFORT),
     )
 
@@ -133,8 +135,10 @@ class ZoeDepthNode(LifecycleNode):
         self.replaced_before = 0  # latest-frame replacements of workers already stopped
         self.latencies: deque[float] = deque(maxlen=100)
         self.done_times: deque[float] = deque(maxlen=100)
-        self.input_times: dict[str, deque[float]] = {"image": deque(maxlen=RATE_WINDOW),
-                                                     "camera_info": deque(maxlen=RATE_WINDOW)}
+        self.input_times: dict[str, deque[float]] = {
+            "image": deque(maxlen=RATE_WINDOW),
+            "camera_info": deque(maxlen=RATE_WINDOW),
+        }
         self.received: Counter[str] = Counter()
         self.lost: Counter[str] = Counter()  # messages the middleware reported lost, per input topic
         self.incompatible: Counter[str] = Counter()  # publishers whose QoS cannot match our subscription
@@ -166,11 +170,13 @@ class ZoeDepthNode(LifecycleNode):
                 overrides[p.name] = Parameter(p.name, Parameter.Type.DOUBLE, float(given.value))
         if reasons:
             raise StartupError("invalid parameters: " + "; ".join(reasons))
-        unknown = sorted(n for n in overrides if n not in BY_NAME and n not in ROS_OWN_PARAMS
-                         and not n.startswith("qos_overrides."))
+        unknown = sorted(
+            n for n in overrides if n not in BY_NAME and n not in ROS_OWN_PARAMS and not n.startswith("qos_overrides.")
+        )
         if unknown:
-            self.get_logger().warn(f"ignoring unknown parameters: {', '.join(unknown)} "
-                                   "(see config/zoedepth.yaml for the known ones)")
+            self.get_logger().warn(
+                f"ignoring unknown parameters: {', '.join(unknown)} (see config/zoedepth.yaml for the known ones)"
+            )
         for p in PARAMS:
             try:
                 self.declare_parameter(p.name, p.default, _descriptor(p, self.managed))
@@ -183,8 +189,11 @@ class ZoeDepthNode(LifecycleNode):
         state = self._state_machine.current_state[1]
         frozen = [n for n in updates if not BY_NAME[n].runtime and updates[n] != self.values[n]]
         if frozen and state != "unconfigured":
-            return SetParametersResult(successful=False, reason=f"{', '.join(frozen)} can change only while the "
-                                       f"node is unconfigured (it is {state}: cleanup first)")
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(frozen)} can change only while the "
+                f"node is unconfigured (it is {state}: cleanup first)",
+            )
         reasons = validate({**self.values, **updates})
         if reasons:
             return SetParametersResult(successful=False, reason="; ".join(reasons))
@@ -197,11 +206,18 @@ class ZoeDepthNode(LifecycleNode):
         if not outputs:  # not configured (or cleaned up while a frame was in flight)
             return Settings(routing=v["routing"], pad_input=v["pad_input"], flip_aug=v["flip_aug"])
         pub_points, pub_colormap = outputs[2], outputs[3]
-        return Settings(routing=v["routing"], pad_input=v["pad_input"], flip_aug=v["flip_aug"],
-                        min_depth=v["min_depth"], max_depth=v["max_depth"], output_scale=v["output_scale"],
-                        points=v["publish_points"] and pub_points.get_subscription_count() > 0,
-                        color=v["point_cloud.color"], decimation=v["point_cloud.decimation"],
-                        colormap=pub_colormap.get_subscription_count() > 0)
+        return Settings(
+            routing=v["routing"],
+            pad_input=v["pad_input"],
+            flip_aug=v["flip_aug"],
+            min_depth=v["min_depth"],
+            max_depth=v["max_depth"],
+            output_scale=v["output_scale"],
+            points=v["publish_points"] and pub_points.get_subscription_count() > 0,
+            color=v["point_cloud.color"],
+            decimation=v["point_cloud.decimation"],
+            colormap=pub_colormap.get_subscription_count() > 0,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,9 +256,17 @@ class ZoeDepthNode(LifecycleNode):
         self.variant = model.config.variant
         logger = self.get_logger()
         try:  # precision, execution mode, accuracy guard and the fallback ladder (engine.py)
-            self.engine = Engine.build(model, self.device, v["precision"], v["execution"],
-                                       channels_last=v["channels_last"], pad_input=v["pad_input"],
-                                       flip_aug=v["flip_aug"], warn=logger.warn, info=logger.info)
+            self.engine = Engine.build(
+                model,
+                self.device,
+                v["precision"],
+                v["execution"],
+                channels_last=v["channels_last"],
+                pad_input=v["pad_input"],
+                flip_aug=v["flip_aug"],
+                warn=logger.warn,
+                info=logger.info,
+            )
         except (ValueError, EngineError) as e:
             raise StartupError(str(e)) from None
         logger.info(f"loaded ZoeD_{self.variant.upper()} from {path} on {self.device} ({self.engine.describe()})")
@@ -259,15 +283,28 @@ class ZoeDepthNode(LifecycleNode):
         in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
         self.pairer.clear()
         info_qos = _qos(self.values["qos.input_reliability"], max(self.values["qos.input_depth"], CAMERA_INFO_DEPTH))
-        self._subscriptions = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos,
-                                                        event_callbacks=self._transport_events("camera_info"))]
+        self._subscriptions = [
+            self.create_subscription(
+                CameraInfo,
+                "camera_info",
+                self._on_camera_info,
+                info_qos,
+                event_callbacks=self._transport_events("camera_info"),
+            )
+        ]
         if self.values["input_transport"] == "compressed":
             topic = self.resolve_topic_name("image") + "/compressed"
-            self._subscriptions.append(self.create_subscription(CompressedImage, topic, self._on_compressed, in_qos,
-                                                                event_callbacks=self._transport_events("image")))
+            self._subscriptions.append(
+                self.create_subscription(
+                    CompressedImage, topic, self._on_compressed, in_qos, event_callbacks=self._transport_events("image")
+                )
+            )
         else:
-            self._subscriptions.append(self.create_subscription(Image, "image", self._on_image, in_qos,
-                                                                event_callbacks=self._transport_events("image")))
+            self._subscriptions.append(
+                self.create_subscription(
+                    Image, "image", self._on_image, in_qos, event_callbacks=self._transport_events("image")
+                )
+            )
         self._pairing_timer = self.create_timer(PAIRING_POLL_S, self._expire_pairs)
         self.worker = FrameWorker(self._submit, self._publish_job, idle=self._maybe_warm_up).start()
         return super().on_activate(state)
@@ -336,17 +373,25 @@ class ZoeDepthNode(LifecycleNode):
 
         def lost(event) -> None:
             self.lost[topic] += event.total_count_change
-            self._warn_throttled(f"lost_{topic}", (
-                f"the middleware lost {self.lost[topic]} {topic} message(s) so far on "
-                f"{self.resolve_topic_name(topic)}; large images need the Fast DDS profile "
-                "config/fastdds_large_shm.xml in every process, the camera driver's included (README: large images)"))
+            self._warn_throttled(
+                f"lost_{topic}",
+                (
+                    f"the middleware lost {self.lost[topic]} {topic} message(s) so far on "
+                    f"{self.resolve_topic_name(topic)}; large images need the Fast DDS profile "
+                    "config/fastdds_large_shm.xml in every process, the camera driver's included (README: large images)"
+                ),
+            )
 
         def incompatible(event) -> None:
             self.incompatible[topic] = event.total_count
-            self._warn_throttled(f"qos_{topic}", (
-                f"a publisher on {self.resolve_topic_name(topic)} has QoS incompatible with this subscription "
-                f"({qos_policy_name_from_kind(event.last_policy_kind)}); nothing from it arrives. Set "
-                "qos.input_reliability to what the camera offers (best_effort receives from every publisher)"))
+            self._warn_throttled(
+                f"qos_{topic}",
+                (
+                    f"a publisher on {self.resolve_topic_name(topic)} has QoS incompatible with this subscription "
+                    f"({qos_policy_name_from_kind(event.last_policy_kind)}); nothing from it arrives. Set "
+                    "qos.input_reliability to what the camera offers (best_effort receives from every publisher)"
+                ),
+            )
 
         return SubscriptionEventCallbacks(message_lost=lost, incompatible_qos=incompatible)
 
@@ -386,10 +431,14 @@ class ZoeDepthNode(LifecycleNode):
         missing = self.pairer.stats.infos_without_image
         if missing > self._missing_warned:
             self._missing_warned = missing
-            self._warn_throttled("missing_image", (
-                f"{missing} CameraInfo(s) so far on {self.resolve_topic_name('camera_info')} came without their "
-                f"image on {self.resolve_topic_name('image')}: images too large for the transport are lost "
-                "(README: large images), or the image topic is not the CameraInfo's"))
+            self._warn_throttled(
+                "missing_image",
+                (
+                    f"{missing} CameraInfo(s) so far on {self.resolve_topic_name('camera_info')} came without their "
+                    f"image on {self.resolve_topic_name('image')}: images too large for the transport are lost "
+                    "(README: large images), or the image topic is not the CameraInfo's"
+                ),
+            )
 
     def _wanted(self) -> bool:
         if any(p.get_subscription_count() > 0 for p in self.outputs):
@@ -399,8 +448,11 @@ class ZoeDepthNode(LifecycleNode):
 
     def _pair_image(self, image: RawImage) -> None:
         v = self.values
-        self._settle(self.pairer.add_image(_stamp_ns(image.header), image, image.received, v["camera_info_wait"],
-                                           v["camera_info_tolerance"]))
+        self._settle(
+            self.pairer.add_image(
+                _stamp_ns(image.header), image, image.received, v["camera_info_wait"], v["camera_info_tolerance"]
+            )
+        )
 
     def _settle(self, results: list[Paired[RawImage, CameraInfo] | Unpaired[RawImage]]) -> None:
         for r in results:
@@ -490,9 +542,13 @@ class ZoeDepthNode(LifecycleNode):
         header = frame.header
         if not np.isfinite(np.frombuffer(result.depth, dtype=np.float32)).any():
             self.no_valid_depth += 1
-            self._warn_throttled("no_valid_depth", (
-                f"no valid depth in {self.no_valid_depth} frame(s) so far: the model's output was not finite or "
-                f"all outside min_depth..max_depth ({settings.min_depth:g}..{settings.max_depth:g} m)"))
+            self._warn_throttled(
+                "no_valid_depth",
+                (
+                    f"no valid depth in {self.no_valid_depth} frame(s) so far: the model's output was not finite or "
+                    f"all outside min_depth..max_depth ({settings.min_depth:g}..{settings.max_depth:g} m)"
+                ),
+            )
         if pub_depth.get_subscription_count() > 0:
             pub_depth.publish(messages.depth_image(result, header))
         pub_info.publish(messages.depth_camera_info(result, header, frame.info))
@@ -565,8 +621,12 @@ class ZoeDepthNode(LifecycleNode):
             message = f"{self.processed} frames, {rate:.1f} Hz" + (", frames dropped" if self.drops else "")
             message += ", messages lost in transport" if sum(self.lost.values()) else ""
         status = DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: ZoeDepth", hardware_id=str(self.device or ""),
-            message=message, values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+            level=level,
+            name=f"{self.get_name()}: ZoeDepth",
+            hardware_id=str(self.device or ""),
+            message=message,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)
@@ -575,6 +635,8 @@ class ZoeDepthNode(LifecycleNode):
         if self.device is None or self.device.type != "cuda":
             return {}
         mib = 1 << 20
-        return {"device memory allocated (MiB)": f"{torch.cuda.memory_allocated(self.device) / mib:.0f}",
-                "device memory reserved (MiB)": f"{torch.cuda.memory_reserved(self.device) / mib:.0f}",
-                "device memory peak (MiB)": f"{torch.cuda.max_memory_allocated(self.device) / mib:.0f}"}
+        return {
+            "device memory allocated (MiB)": f"{torch.cuda.memory_allocated(self.device) / mib:.0f}",
+            "device memory reserved (MiB)": f"{torch.cuda.memory_reserved(self.device) / mib:.0f}",
+            "device memory peak (MiB)": f"{torch.cuda.max_memory_allocated(self.device) / mib:.0f}",
+        }

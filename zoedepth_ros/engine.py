@@ -79,8 +79,10 @@ RunnerFactory = Callable[..., DepthRunner]  # (model, device, *, mode, channels_
 
 # Words that CUDA, cuDNN, cuBLAS and graph errors put in their messages. Case-sensitive and whole-word, so that
 # "cuda:0" (a device mismatch) and "CUDAFloatType" (a dtype mismatch) - programming errors - do not match.
-_DEVICE_TEXT = re.compile(r"(?<![\w.])(?:CUDA(?![A-Za-z])|CUDAGraph|cudaGraph|cudaError|CUBLAS|cuBLAS|cuDNN|CUDNN"
-                          r"|NVRTC)")
+_DEVICE_TEXT = re.compile(
+    r"(?<![\w.])(?:CUDA(?![A-Za-z])|CUDAGraph|cudaGraph|cudaError|CUBLAS|cuBLAS|cuDNN|CUDNN"
+    r"|NVRTC)"
+)
 _CUDNN_TEXT = re.compile(r"(?<![\w.])(?:cuDNN|CUDNN)")
 _ACCELERATOR_ERROR: type | tuple = getattr(torch, "AcceleratorError", ())  # CUDA errors in recent torch
 
@@ -97,8 +99,9 @@ def classify(exc: BaseException) -> str | None:
         return "out_of_memory"
     if isinstance(exc, CaptureError):
         return "capture"
-    if isinstance(exc, CompileError) or any(c.__module__.startswith(("torch._dynamo", "torch._inductor"))
-                                            for c in type(exc).__mro__):
+    if isinstance(exc, CompileError) or any(
+        c.__module__.startswith(("torch._dynamo", "torch._inductor")) for c in type(exc).__mro__
+    ):
         return "compile"
     if isinstance(exc, RuntimeError):
         text = str(exc)
@@ -115,16 +118,21 @@ def summary(exc: BaseException) -> str:
         exc = exc.__cause__
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 3] + "..."
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
 
 
-_KIND_TEXT = {"out_of_memory": "out of memory", "capture": "CUDA-graph capture failed",
-              "compile": "torch.compile failed", "cudnn": "cuDNN error", "device_error": "CUDA error",
-              "pinned_memory": "pinned allocation failed"}
+_KIND_TEXT = {
+    "out_of_memory": "out of memory",
+    "capture": "CUDA-graph capture failed",
+    "compile": "torch.compile failed",
+    "cudnn": "cuDNN error",
+    "device_error": "CUDA error",
+    "pinned_memory": "pinned allocation failed",
+}
 
 
 def failure_text(step: str, exc: BaseException) -> str:
-    """"CUDA-graph capture failed during warm-up at 640x480 (RuntimeError: ...)", or "<step> failed (...)"."""
+    """ "CUDA-graph capture failed during warm-up at 640x480 (RuntimeError: ...)", or "<step> failed (...)"."""
     kind = classify(exc)
     what = f"{_KIND_TEXT[kind]} during {step}" if kind is not None else f"{step} failed"
     return f"{what} ({summary(exc)})"
@@ -180,8 +188,14 @@ class _ReferenceFailed(Exception):
     pass
 
 
-def plan_ladder(precision: str, execution: str, device: torch.device, *, bf16_supported: bool | None = None,
-                auto_precisions: Sequence[str] | None = None) -> list[Rung]:
+def plan_ladder(
+    precision: str,
+    execution: str,
+    device: torch.device,
+    *,
+    bf16_supported: bool | None = None,
+    auto_precisions: Sequence[str] | None = None,
+) -> list[Rung]:
     """The rungs for the requested settings, fastest first (see the module docstring).
 
     ``auto_precisions`` replaces the reduced precisions that "auto" tries (default: bf16 and fp16 on CUDA,
@@ -220,11 +234,22 @@ class Engine:
     host frame) and read ``status`` / ``diagnostics``.
     """
 
-    def __init__(self, model: ZoeDepth, device: torch.device, ladder: Sequence[Rung], *,
-                 channels_last: bool = False, pad_input: bool = True, flip_aug: bool = False,
-                 pinned: bool | None = None, probe_size: tuple[int, int] = PROBE_SIZE,
-                 max_mean_rel_diff: float = MAX_MEAN_REL_DIFF, runner_factory: RunnerFactory = DepthRunner,
-                 warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: ZoeDepth,
+        device: torch.device,
+        ladder: Sequence[Rung],
+        *,
+        channels_last: bool = False,
+        pad_input: bool = True,
+        flip_aug: bool = False,
+        pinned: bool | None = None,
+        probe_size: tuple[int, int] = PROBE_SIZE,
+        max_mean_rel_diff: float = MAX_MEAN_REL_DIFF,
+        runner_factory: RunnerFactory = DepthRunner,
+        warn: Callable[[str], None] | None = None,
+        info: Callable[[str], None] | None = None,
+    ) -> None:
         if not ladder:
             raise ValueError("an empty ladder")
         if precision_of(model) != "fp32" or any(p.dtype != torch.float32 for p in model.parameters()):
@@ -265,15 +290,24 @@ class Engine:
     # ------------------------------------------------------------------ start-up
 
     @classmethod
-    def build(cls, model: ZoeDepth, device: torch.device, precision: str = "auto", execution: str = "auto", *,
-              ladder: Sequence[Rung] | None = None, auto_precisions: Sequence[str] | None = None,
-              **kwargs) -> Engine:
+    def build(
+        cls,
+        model: ZoeDepth,
+        device: torch.device,
+        precision: str = "auto",
+        execution: str = "auto",
+        *,
+        ladder: Sequence[Rung] | None = None,
+        auto_precisions: Sequence[str] | None = None,
+        **kwargs,
+    ) -> Engine:
         """Plan the ladder (or take ``ladder``) and start on the first rung that opens; see ``Engine`` for kwargs.
 
         Raises ValueError for settings that can never run and EngineError when no rung opens.
         """
-        rungs = ladder if ladder is not None else plan_ladder(precision, execution, device,
-                                                              auto_precisions=auto_precisions)
+        rungs = (
+            ladder if ladder is not None else plan_ladder(precision, execution, device, auto_precisions=auto_precisions)
+        )
         engine = cls(model, device, rungs, **kwargs)
         engine.start()
         return engine
@@ -297,8 +331,9 @@ class Engine:
                     self._autotuning_off(e, phase)
                     continue  # the same rung again, without autotuning
                 if isinstance(e, _GuardRejected):
-                    text = self._rejected[rung.precision] = (f"accuracy guard rejected {rung.precision} "
-                                                             f"({e.report.reason})")
+                    text = self._rejected[rung.precision] = (
+                        f"accuracy guard rejected {rung.precision} ({e.report.reason})"
+                    )
                 elif isinstance(e, _ReferenceFailed):
                     text = f"accuracy guard could not compute its fp32 reference ({summary(e.__cause__ or e)})"
                     for r in self.ladder:
@@ -322,8 +357,13 @@ class Engine:
         try:
             model = self._model_for(rung.precision)
             step = "torch.compile setup" if rung.mode == "compile" else "runner construction"
-            runner = self.runner_factory(model, self.device, mode=rung.mode, channels_last=self.channels_last,
-                                         cudnn_benchmark=self.cudnn_benchmark)
+            runner = self.runner_factory(
+                model,
+                self.device,
+                mode=rung.mode,
+                channels_last=self.channels_last,
+                cudnn_benchmark=self.cudnn_benchmark,
+            )
             if rung.guarded:
                 step = "the accuracy guard"
                 self._guard(rung, runner)
@@ -350,12 +390,19 @@ class Engine:
             except Exception as e:
                 raise _ReferenceFailed(str(e)) from e
         images, reference = self._probe
-        report = guard(reference, lambda x: settled(runner(x, pad_input=self.pad_input, flip_aug=self.flip_aug)),
-                       images, runner.describe(), self.max_mean_rel_diff)
+        report = guard(
+            reference,
+            lambda x: settled(runner(x, pad_input=self.pad_input, flip_aug=self.flip_aug)),
+            images,
+            runner.describe(),
+            self.max_mean_rel_diff,
+        )
         self.guard_reports.append(report)
-        self._info(f"accuracy guard {report.mode}: {'passed' if report.passed else 'failed'} (mean relative depth "
-                   f"difference {report.mean_rel_diff:.2e}, routing "
-                   f"{'identical' if report.routing_identical else 'differs'}) {report.reason}".rstrip())
+        self._info(
+            f"accuracy guard {report.mode}: {'passed' if report.passed else 'failed'} (mean relative depth "
+            f"difference {report.mean_rel_diff:.2e}, routing "
+            f"{'identical' if report.routing_identical else 'differs'}) {report.reason}".rstrip()
+        )
         if not report.passed:
             raise _GuardRejected(report)
         self._passed.add(rung.precision)
@@ -374,8 +421,7 @@ class Engine:
 
     def _usable(self, start: int) -> int | None:
         """The first rung at or after ``start`` whose precision has not been ruled out."""
-        return next((j for j in range(start, len(self.ladder)) if self.ladder[j].precision not in self._rejected),
-                    None)
+        return next((j for j in range(start, len(self.ladder)) if self.ladder[j].precision not in self._rejected), None)
 
     def _below(self) -> int | None:
         """The rung a step down would open, None at the bottom (or when nothing below opened last time)."""
@@ -429,8 +475,10 @@ class Engine:
         with self._lock:
             self.pinned = False
             self.fallbacks.append(Fallback("pinned host memory", "pageable copies", phase, summary(exc)))
-        self._warn(f"pinned host memory unavailable ({summary(exc)}); using pageable, synchronous host copies "
-                   "(slower transfers, no copy overlap)")
+        self._warn(
+            f"pinned host memory unavailable ({summary(exc)}); using pageable, synchronous host copies "
+            "(slower transfers, no copy overlap)"
+        )
 
     def _autotuning_off(self, exc: BaseException, phase: str) -> None:
         with self._lock:
@@ -543,8 +591,11 @@ class Engine:
                 self.consecutive += 1
                 self._pending_free.add(kind)
                 if kind in IMMEDIATE_KINDS or self.consecutive >= FAILURES_BEFORE_STEP_DOWN:
-                    what = (f"{_KIND_TEXT[kind]} for a frame ({summary(exc)})" if kind in IMMEDIATE_KINDS
-                            else f"{self.consecutive} device failures in a row (last: {summary(exc)})")
+                    what = (
+                        f"{_KIND_TEXT[kind]} for a frame ({summary(exc)})"
+                        if kind in IMMEDIATE_KINDS
+                        else f"{self.consecutive} device failures in a row (last: {summary(exc)})"
+                    )
                     self._pending_step = self._pending_step or what
                     note += ", stepping down"
                 else:
@@ -597,8 +648,7 @@ class Engine:
                 return ready
             runner, t0 = self.runner, time.monotonic()
             try:
-                runner.warmup(height, width, pad_input=settings.pad_input, flip_aug=settings.flip_aug,
-                              domain=key[-1])
+                runner.warmup(height, width, pad_input=settings.pad_input, flip_aug=settings.flip_aug, domain=key[-1])
             except Exception as e:
                 kind = classify(e)
                 if kind == "cudnn" and self.cudnn_benchmark:
@@ -611,8 +661,9 @@ class Engine:
                     if self.index != index:
                         continue  # warm the new rung
                 self._ready[key] = False
-                self._warn(f"{self.rung}: warm-up at {width}x{height} failed ({summary(e)}); "
-                           "the first frame will try again")
+                self._warn(
+                    f"{self.rung}: warm-up at {width}x{height} failed ({summary(e)}); the first frame will try again"
+                )
                 return False
             self._ready[key] = True
             self._info(f"warmed up for {width}x{height} ({self.describe()}) in {time.monotonic() - t0:.1f} s")
@@ -631,21 +682,31 @@ class Engine:
         with self._lock:
             rung = self.ladder[self.index]
             return {
-                "rung": str(rung), "precision": rung.precision, "execution": rung.mode, "position": self.index,
-                "ladder": [str(r) for r in self.ladder], "why": self.why(),
-                "pinned": self.pinned, "cudnn_autotuning": self.cudnn_benchmark,
-                "fallbacks": [asdict(f) for f in self.fallbacks], "rejected": dict(self._rejected),
-                "failures": dict(self.failures), "consecutive_failures": self.consecutive,
-                "last_failure": self.last_failure, "guard": [r.as_dict() for r in self.guard_reports],
+                "rung": str(rung),
+                "precision": rung.precision,
+                "execution": rung.mode,
+                "position": self.index,
+                "ladder": [str(r) for r in self.ladder],
+                "why": self.why(),
+                "pinned": self.pinned,
+                "cudnn_autotuning": self.cudnn_benchmark,
+                "fallbacks": [asdict(f) for f in self.fallbacks],
+                "rejected": dict(self._rejected),
+                "failures": dict(self.failures),
+                "consecutive_failures": self.consecutive,
+                "last_failure": self.last_failure,
+                "guard": [r.as_dict() for r in self.guard_reports],
             }
 
     def diagnostics(self) -> dict[str, str]:
         """Flat key/value strings for /diagnostics."""
         s = self.status()
         values = {
-            "precision": s["precision"], "execution": s["execution"],
+            "precision": s["precision"],
+            "execution": s["execution"],
             "execution rung": f"{s['rung']} ({s['position'] + 1} of {len(s['ladder'])})",
-            "execution rung reason": s["why"], "execution ladder": " > ".join(s["ladder"]),
+            "execution rung reason": s["why"],
+            "execution ladder": " > ".join(s["ladder"]),
             "fallbacks": str(len(s["fallbacks"])),
         }
         if self.device.type == "cuda":

@@ -96,8 +96,10 @@ def _as_2d(x: Any, name: str) -> np.ndarray:
     while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D depth map (H, W), optionally with leading singleton axes; "
-                         f"got shape {tuple(np.shape(x))}")
+        raise ValueError(
+            f"{name} must be a 2-D depth map (H, W), optionally with leading singleton axes; "
+            f"got shape {tuple(np.shape(x))}"
+        )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
     return arr
@@ -111,8 +113,7 @@ def _resize_bilinear(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _check_range(min_depth: float, max_depth: float) -> None:
     if not (math.isfinite(min_depth) and math.isfinite(max_depth) and 0 <= min_depth < max_depth):
-        raise ValueError(f"need finite 0 <= min_depth < max_depth, got min_depth={min_depth}, "
-                         f"max_depth={max_depth}")
+        raise ValueError(f"need finite 0 <= min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}")
 
 
 def _check_dataset(dataset: str) -> None:
@@ -137,13 +138,15 @@ def crop_mask(shape: tuple[int, int], crop: str | None, dataset: str = "nyu") ->
     if crop is None:
         mask[:] = True
     elif crop == "garg":
-        mask[int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
+        mask[int(0.40810811 * h) : int(0.99189189 * h), int(0.03594771 * w) : int(0.96405229 * w)] = True
     elif crop == "eigen" and dataset == "kitti":
-        mask[int(0.3324324 * h):int(0.91351351 * h), int(0.0359477 * w):int(0.96405229 * w)] = True
+        mask[int(0.3324324 * h) : int(0.91351351 * h), int(0.0359477 * w) : int(0.96405229 * w)] = True
     elif crop == "eigen":
         if (h, w) != NYU_EIGEN_SHAPE:
-            raise ValueError(f"the NYU Eigen crop (rows 45:471, cols 41:601) is defined for 480x640 ground "
-                             f"truth only, got {h}x{w}; use crop 'garg' or none instead")
+            raise ValueError(
+                f"the NYU Eigen crop (rows 45:471, cols 41:601) is defined for 480x640 ground "
+                f"truth only, got {h}x{w}; use crop 'garg' or none instead"
+            )
         mask[45:471, 41:601] = True
     else:
         raise ValueError(f"crop must be None, 'garg' or 'eigen', got {crop!r}")
@@ -152,8 +155,7 @@ def crop_mask(shape: tuple[int, int], crop: str | None, dataset: str = "nyu") ->
 
 def _nan_metrics(n_nonfinite: int) -> DepthMetrics:
     nan = float("nan")
-    return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, n_valid=0, n_nonfinite=n_nonfinite,
-                        n_images=0)
+    return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, n_valid=0, n_nonfinite=n_nonfinite, n_images=0)
 
 
 def compute_metrics(
@@ -242,8 +244,15 @@ def aggregate(results: Iterable[DepthMetrics]) -> DepthMetrics:
 
 
 _HEADERS = {
-    "delta1": "d1", "delta2": "d2", "delta3": "d3", "abs_rel": "REL", "sq_rel": "SqRel", "rmse": "RMSE",
-    "rmse_log": "RMSElog", "log10": "log10", "silog": "SILog",
+    "delta1": "d1",
+    "delta2": "d2",
+    "delta3": "d3",
+    "abs_rel": "REL",
+    "sq_rel": "SqRel",
+    "rmse": "RMSE",
+    "rmse_log": "RMSElog",
+    "log10": "log10",
+    "silog": "SILog",
 }
 
 
@@ -262,8 +271,7 @@ def format_table(rows: Mapping[str, DepthMetrics] | Sequence[tuple[str, DepthMet
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w)
-                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"

@@ -19,13 +19,26 @@ def _with_data(msg, data: bytes | array.array):
 
 
 def depth_image(frame: DepthFrame, header) -> Image:
-    return _with_data(Image(header=header, height=frame.height, width=frame.width, encoding="32FC1",
-                            is_bigendian=0, step=4 * frame.width), frame.depth)
+    return _with_data(
+        Image(
+            header=header,
+            height=frame.height,
+            width=frame.width,
+            encoding="32FC1",
+            is_bigendian=0,
+            step=4 * frame.width,
+        ),
+        frame.depth,
+    )
 
 
 def colormap_image(frame: DepthFrame, header) -> Image:
-    return _with_data(Image(header=header, height=frame.height, width=frame.width, encoding="rgb8",
-                            is_bigendian=0, step=3 * frame.width), frame.colormap or b"")
+    return _with_data(
+        Image(
+            header=header, height=frame.height, width=frame.width, encoding="rgb8", is_bigendian=0, step=3 * frame.width
+        ),
+        frame.colormap or b"",
+    )
 
 
 def depth_camera_info(frame: DepthFrame, header, template: CameraInfo) -> CameraInfo:
@@ -34,11 +47,23 @@ def depth_camera_info(frame: DepthFrame, header, template: CameraInfo) -> Camera
 
 def point_cloud(frame: DepthFrame, header, color: bool) -> PointCloud2:
     step = POINT_STEP_XYZRGB if color else POINT_STEP_XYZ
-    fields = [PointField(name=name, offset=offset, datatype=datatype, count=count)
-              for name, offset, datatype, count in cloud_fields(color)]
-    return _with_data(PointCloud2(header=header, height=frame.cloud_height, width=frame.cloud_width, fields=fields,
-                                  is_bigendian=False, point_step=step, row_step=step * frame.cloud_width,
-                                  is_dense=False), frame.cloud or b"")
+    fields = [
+        PointField(name=name, offset=offset, datatype=datatype, count=count)
+        for name, offset, datatype, count in cloud_fields(color)
+    ]
+    return _with_data(
+        PointCloud2(
+            header=header,
+            height=frame.cloud_height,
+            width=frame.cloud_width,
+            fields=fields,
+            is_bigendian=False,
+            point_step=step,
+            row_step=step * frame.cloud_width,
+            is_dense=False,
+        ),
+        frame.cloud or b"",
+    )
 
 
 def routing_type() -> type:
@@ -48,5 +73,11 @@ def routing_type() -> type:
 
 
 def routing(frame: DepthFrame, header):
-    return routing_type()(header=header, domain=frame.domain, head=frame.head, probability=frame.probability,
-                          logits=frame.logits, forced=frame.forced)
+    return routing_type()(
+        header=header,
+        domain=frame.domain,
+        head=frame.head,
+        probability=frame.probability,
+        logits=frame.logits,
+        forced=frame.forced,
+    )

@@ -67,8 +67,9 @@ class StampPairer(Generic[I, C]):
     def waiting(self) -> int:
         return len(self._pending)
 
-    def add_info(self, stamp: int, info: C, now: float, tolerance: float,
-                 watch: bool = True) -> list[Paired[I, C] | Unpaired[I]]:
+    def add_info(
+        self, stamp: int, info: C, now: float, tolerance: float, watch: bool = True
+    ) -> list[Paired[I, C] | Unpaired[I]]:
         """File a CameraInfo; returns the waiting images it settles (its own, and older ones it proves late).
 
         ``watch``: images are expected for it (someone wants the outputs), so one that never comes is counted.
@@ -90,8 +91,9 @@ class StampPairer(Generic[I, C]):
             out.append(self._resolve(self._pending.popleft(), now, tolerance))
         return self._newest_wins(out)
 
-    def add_image(self, stamp: int, image: I, now: float, wait: float,
-                  tolerance: float) -> list[Paired[I, C] | Unpaired[I]]:
+    def add_image(
+        self, stamp: int, image: I, now: float, wait: float, tolerance: float
+    ) -> list[Paired[I, C] | Unpaired[I]]:
         """File an image; returns what is settled now (possibly nothing, while it waits)."""
         self._unseen.pop(stamp, None)
         info = next((c for s, c in reversed(self._infos) if s == stamp), None)
@@ -162,9 +164,12 @@ class StampPairer(Generic[I, C]):
         stamp, info = min(self._infos, key=lambda si: abs(si[0] - pending.stamp))
         gap = abs(stamp - pending.stamp) * 1e-9
         if gap > tolerance:
-            return self._unpaired(pending.image, "camera_info_late",
-                                  f"no CameraInfo with the image's stamp, and the closest is {gap:.3f} s away "
-                                  f"(camera_info_tolerance {tolerance:g} s)")
+            return self._unpaired(
+                pending.image,
+                "camera_info_late",
+                f"no CameraInfo with the image's stamp, and the closest is {gap:.3f} s away "
+                f"(camera_info_tolerance {tolerance:g} s)",
+            )
         self._unseen.pop(stamp, None)
         return self._paired(pending, info, exact=False, now=now)
 
@@ -172,8 +177,13 @@ class StampPairer(Generic[I, C]):
         """Give up the waiting images older than a frame that is ready now (the newest frame wins)."""
         out: list[Paired[I, C] | Unpaired[I]] = []
         while self._pending and self._pending[0].stamp < stamp:
-            out.append(self._unpaired(self._pending.popleft().image, "superseded",
-                                      "a newer frame was ready before this image's CameraInfo came"))
+            out.append(
+                self._unpaired(
+                    self._pending.popleft().image,
+                    "superseded",
+                    "a newer frame was ready before this image's CameraInfo came",
+                )
+            )
         return out
 
     def _newest_wins(self, out: list[Paired[I, C] | Unpaired[I]]) -> list[Paired[I, C] | Unpaired[I]]:

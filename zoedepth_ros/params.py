@@ -42,7 +42,8 @@ class Param:
     def allowed(self) -> str:
         """What values are allowed, in words (for one-line errors)."""
         kind = {bool: "a bool (true or false)", int: "an integer", float: "a number", str: "a string"}[
-            type(self.default)]
+            type(self.default)
+        ]
         if self.choices:
             return f"one of {', '.join(self.choices)}"
         if self.low is not None:
@@ -51,46 +52,106 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
-    Param("checkpoint", "ZoeD_M12_NK",
-          "official name resolved in the weights cache (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K), "
-          "a .pt file or a Hugging Face model folder"),
-    Param("download", True, "fetch an official checkpoint that is not cached yet on first use (progress in the "
-          "log, SHA-256 recorded); false for robots that must never touch the network"),
+    Param(
+        "checkpoint",
+        "ZoeD_M12_NK",
+        "official name resolved in the weights cache (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K), "
+        "a .pt file or a Hugging Face model folder",
+    ),
+    Param(
+        "download",
+        True,
+        "fetch an official checkpoint that is not cached yet on first use (progress in the "
+        "log, SHA-256 recorded); false for robots that must never touch the network",
+    ),
     Param("device", "auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", pattern=DEVICE_PATTERN),
-    Param("precision", "auto",
-          "model precision: auto picks bf16 (else fp16) on CUDA if it passes the accuracy guard against fp32 at "
-          "start-up, else fp32; the DPT decoder, metric heads and router always run in fp32",
-          choices=("auto", "fp32", "bf16", "fp16")),
-    Param("execution", "auto", "auto (cuda_graph on CUDA, eager on CPU), eager, cuda_graph or compile (torch.compile)",
-          choices=("auto", "eager", "cuda_graph", "compile")),
+    Param(
+        "precision",
+        "auto",
+        "model precision: auto picks bf16 (else fp16) on CUDA if it passes the accuracy guard against fp32 at "
+        "start-up, else fp32; the DPT decoder, metric heads and router always run in fp32",
+        choices=("auto", "fp32", "bf16", "fp16"),
+    ),
+    Param(
+        "execution",
+        "auto",
+        "auto (cuda_graph on CUDA, eager on CPU), eager, cuda_graph or compile (torch.compile)",
+        choices=("auto", "eager", "cuda_graph", "compile"),
+    ),
     Param("channels_last", True, "channels-last convolution weights on CUDA"),
-    Param("warmup", True, "run the model (and capture its CUDA graph) at the first CameraInfo's size before "
-          "the first image"),
-    Param("routing", "auto", "metric head: auto (the NK router decides per frame), indoor or outdoor",
-          choices=("auto", "indoor", "outdoor"), runtime=True),
+    Param(
+        "warmup",
+        True,
+        "run the model (and capture its CUDA graph) at the first CameraInfo's size before the first image",
+    ),
+    Param(
+        "routing",
+        "auto",
+        "metric head: auto (the NK router decides per frame), indoor or outdoor",
+        choices=("auto", "indoor", "outdoor"),
+        runtime=True,
+    ),
     Param("pad_input", True, "reflect-pad the image before inference, as the official infer()", runtime=True),
-    Param("flip_aug", False, "average with a horizontally flipped pass (official default; doubles the cost)",
-          runtime=True),
+    Param(
+        "flip_aug", False, "average with a horizontally flipped pass (official default; doubles the cost)", runtime=True
+    ),
     Param("min_depth", 0.001, "depths below this (m) are published as NaN", low=0.0, high=1000.0, runtime=True),
     Param("max_depth", 80.0, "depths above this (m) are published as NaN", low=0.0, high=1000.0, runtime=True),
-    Param("output_scale", 1.0, "depth image size relative to the camera image (camera info scaled to match)",
-          low=0.05, high=1.0),
+    Param(
+        "output_scale",
+        1.0,
+        "depth image size relative to the camera image (camera info scaled to match)",
+        low=0.05,
+        high=1.0,
+    ),
     Param("publish_points", True, "publish the organized point cloud on `points`", runtime=True),
-    Param("point_cloud.color", False, "add packed rgb from the camera image to the cloud (32-byte points)",
-          runtime=True),
-    Param("point_cloud.decimation", 1, "use every n-th row and column of the depth image for the cloud",
-          low=1, high=32, runtime=True),
-    Param("input_transport", "raw", "raw: subscribe `image`; compressed: subscribe `image/compressed`",
-          choices=("raw", "compressed")),
-    Param("camera_info_wait", 0.5, "how long (s) an image waits for the CameraInfo with its exact stamp before "
-          "the camera_info_tolerance rule applies", low=0.0, high=10.0, runtime=True),
-    Param("camera_info_tolerance", 0.1, "then use the CameraInfo closest in stamp if it is within this (s)",
-          low=0.0, high=10.0, runtime=True),
-    Param("qos.input_reliability", "best_effort", "image and camera_info subscriptions (sensor data)",
-          choices=("best_effort", "reliable")),
+    Param(
+        "point_cloud.color", False, "add packed rgb from the camera image to the cloud (32-byte points)", runtime=True
+    ),
+    Param(
+        "point_cloud.decimation",
+        1,
+        "use every n-th row and column of the depth image for the cloud",
+        low=1,
+        high=32,
+        runtime=True,
+    ),
+    Param(
+        "input_transport",
+        "raw",
+        "raw: subscribe `image`; compressed: subscribe `image/compressed`",
+        choices=("raw", "compressed"),
+    ),
+    Param(
+        "camera_info_wait",
+        0.5,
+        "how long (s) an image waits for the CameraInfo with its exact stamp before "
+        "the camera_info_tolerance rule applies",
+        low=0.0,
+        high=10.0,
+        runtime=True,
+    ),
+    Param(
+        "camera_info_tolerance",
+        0.1,
+        "then use the CameraInfo closest in stamp if it is within this (s)",
+        low=0.0,
+        high=10.0,
+        runtime=True,
+    ),
+    Param(
+        "qos.input_reliability",
+        "best_effort",
+        "image and camera_info subscriptions (sensor data)",
+        choices=("best_effort", "reliable"),
+    ),
     Param("qos.input_depth", 1, "subscription queue depth", low=1, high=100),
-    Param("qos.output_reliability", "reliable", "publishers; reliable also serves best-effort subscribers",
-          choices=("reliable", "best_effort")),
+    Param(
+        "qos.output_reliability",
+        "reliable",
+        "publishers; reliable also serves best-effort subscribers",
+        choices=("reliable", "best_effort"),
+    ),
     Param("qos.output_depth", 2, "publisher queue depth", low=1, high=100),
 )
 BY_NAME = {p.name: p for p in PARAMS}
@@ -133,8 +194,7 @@ def default_yaml(node_name: str = "/**") -> str:
     ]
     group = None
     for p in PARAMS:
-        allowed = (f" [{'|'.join(p.choices)}]" if p.choices else
-                   f" [{p.low:g}..{p.high:g}]" if p.low is not None else "")
+        allowed = f" [{'|'.join(p.choices)}]" if p.choices else f" [{p.low:g}..{p.high:g}]" if p.low is not None else ""
         runtime = " [runtime]" if p.runtime else ""
         prefix, _, leaf = p.name.rpartition(".")
         if prefix != group:  # dotted names are nested mappings in ROS parameter files

@@ -42,8 +42,9 @@ def pinned_empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> tor
         return torch.empty(shape, dtype=dtype, pin_memory=True)
     except RuntimeError as e:
         lines = str(e).strip().splitlines()
-        raise PinnedMemoryError(f"pinned allocation of {tuple(shape)} {dtype} failed: {type(e).__name__}: "
-                                f"{lines[0] if lines else ''}") from e
+        raise PinnedMemoryError(
+            f"pinned allocation of {tuple(shape)} {dtype} failed: {type(e).__name__}: {lines[0] if lines else ''}"
+        ) from e
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,9 @@ class DepthPipeline:
         pixels = self.upload(raw, slot)
         rgb = to_rgb(pixels, encoding)
         t1 = time.perf_counter()
-        result = self.runner(rgb, pad_input=settings.pad_input, flip_aug=settings.flip_aug,
-                             domain=ROUTING_TO_DOMAIN[settings.routing])
+        result = self.runner(
+            rgb, pad_input=settings.pad_input, flip_aug=settings.flip_aug, domain=ROUTING_TO_DOMAIN[settings.routing]
+        )
         t2 = time.perf_counter()
         depth = result.depth[0, 0]
         height, width = output_size(depth.shape[0], depth.shape[1], settings.output_scale)
@@ -208,15 +210,23 @@ class DepthPipeline:
         invalid = ~torch.isfinite(depth) | (depth < settings.min_depth) | (depth > settings.max_depth)
         depth = depth.masked_fill(invalid, float("nan")).contiguous()
         device_out = {"depth": depth, **self._routing_tensors(result)}
-        meta = {"height": height, "width": width, "intrinsics": out_intrinsics, "forced": result.forced,
-                "head_names": result.head_names}
+        meta = {
+            "height": height,
+            "width": width,
+            "intrinsics": out_intrinsics,
+            "forced": result.forced,
+            "head_names": result.head_names,
+        }
         if settings.points:
             colors = None
             if settings.color:
                 colors = to_rgb8(pixels, encoding)
                 if colors.shape[:2] != (height, width):
-                    colors = F.interpolate(colors.permute(2, 0, 1)[None].float(), size=(height, width),
-                                           mode="nearest")[0].permute(1, 2, 0).to(torch.uint8)
+                    colors = (
+                        F.interpolate(colors.permute(2, 0, 1)[None].float(), size=(height, width), mode="nearest")[0]
+                        .permute(1, 2, 0)
+                        .to(torch.uint8)
+                    )
             rows, cols = -(-height // settings.decimation), -(-width // settings.decimation)
             shape = (rows, cols * (POINT_STEP_XYZRGB if colors is not None else POINT_STEP_XYZ))
             buffer = None
@@ -231,8 +241,11 @@ class DepthPipeline:
             device_out["colormap"] = colorize_depth(depth, settings.min_depth, settings.max_depth)
         outputs = self._to_host(device_out, slot)
         t3 = time.perf_counter()
-        meta["timings_ms"] = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
-                              "postprocess": 1e3 * (t3 - t2)}
+        meta["timings_ms"] = {
+            "preprocess": 1e3 * (t1 - t0),
+            "inference": 1e3 * (t2 - t1),
+            "postprocess": 1e3 * (t3 - t2),
+        }
         inflight = InFlight(self, slot, outputs, meta)
         if slot is None:
             inflight.result()  # CPU: already computed; take the bytes before the next frame reuses the buffers
@@ -278,9 +291,17 @@ class DepthPipeline:
         if "logits" in outputs:
             logits = [float(v) for v in outputs["logits"]]
             probability = float(torch.softmax(outputs["logits"], dim=-1)[0 if head == "nyu" else 1])
-        frame = DepthFrame(host_payload(outputs["depth"]), meta["height"], meta["width"], meta["intrinsics"],
-                           head=head, domain=HEAD_TO_DOMAIN[head], probability=probability, logits=logits,
-                           forced=meta["forced"])
+        frame = DepthFrame(
+            host_payload(outputs["depth"]),
+            meta["height"],
+            meta["width"],
+            meta["intrinsics"],
+            head=head,
+            domain=HEAD_TO_DOMAIN[head],
+            probability=probability,
+            logits=logits,
+            forced=meta["forced"],
+        )
         if "cloud" in outputs:
             frame.cloud = host_payload(outputs["cloud"])
             frame.cloud_height, frame.cloud_width = meta["cloud_height"], meta["cloud_width"]

@@ -75,8 +75,14 @@ class DepthRunner:
         cudnn_benchmark: let cuDNN autotune its kernels per input size (CUDA); off after autotuning has failed.
     """
 
-    def __init__(self, model: ZoeDepth, device: torch.device, mode: str = "eager", channels_last: bool = False,
-                 cudnn_benchmark: bool = True) -> None:
+    def __init__(
+        self,
+        model: ZoeDepth,
+        device: torch.device,
+        mode: str = "eager",
+        channels_last: bool = False,
+        cudnn_benchmark: bool = True,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown execution mode {mode!r}; use one of {', '.join(MODES)}")
         if mode == "cuda_graph" and device.type != "cuda":
@@ -107,8 +113,13 @@ class DepthRunner:
     def describe(self) -> str:
         return f"{self.precision} {self.mode}" + (" channels-last" if self.channels_last else "")
 
-    def _predict_tensors(self, x: torch.Tensor, pad_input: bool, flip_aug: bool, domain: str | None,
-                         ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    def _predict_tensors(
+        self,
+        x: torch.Tensor,
+        pad_input: bool,
+        flip_aug: bool,
+        domain: str | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         r = self.model.predict(x, pad_input=pad_input, flip_aug=flip_aug, domain=domain, route_on_device=True)
         return r.depth, r.domain_indices, r.domain_logits
 
@@ -117,8 +128,9 @@ class DepthRunner:
         return InferenceResult(depth, indices, tuple(logits), domain is not None, self.model.domains)
 
     @torch.inference_mode()
-    def __call__(self, rgb: torch.Tensor, pad_input: bool = True, flip_aug: bool = False,
-                 domain: str | None = None) -> InferenceResult:
+    def __call__(
+        self, rgb: torch.Tensor, pad_input: bool = True, flip_aug: bool = False, domain: str | None = None
+    ) -> InferenceResult:
         """Depth for a (B, 3, H, W) float RGB batch in [0, 1] on ``device``.
 
         In the graph modes the returned tensors are the graph's static outputs: read them (or enqueue their
@@ -200,8 +212,15 @@ class DepthRunner:
             outputs = fn(static_input, key.pad_input, key.flip_aug, key.domain)
         return graph, outputs
 
-    def warmup(self, height: int, width: int, pad_input: bool = True, flip_aug: bool = False,
-               domain: str | None = None, calls: int = 2) -> None:
+    def warmup(
+        self,
+        height: int,
+        width: int,
+        pad_input: bool = True,
+        flip_aug: bool = False,
+        domain: str | None = None,
+        calls: int = 2,
+    ) -> None:
         """Run (and in the graph modes capture) the model for one camera size before frames arrive."""
         rgb = torch.linspace(0, 1, height * width * 3, device=self.device).reshape(1, 3, height, width)
         for _ in range(calls):

@@ -76,7 +76,11 @@ _USER_AGENT = f"zoedepth_ros/{__version__} (weights manager)"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # Errors that mean "the network let us down", worth a retry. Disk errors (plain OSError) are not here.
 _NETWORK_ERRORS = (
-    urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout,
+    urllib.error.URLError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
 )
 _RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -335,9 +339,7 @@ class _Downloader:
         self.digest, self.written = hashlib.sha256(), 0
         self.part.unlink(missing_ok=True)
 
-    def run(
-        self, *, retries: int, backoff: float, sleep: Callable[[float], None] = time.sleep
-    ) -> tuple[str, int]:
+    def run(self, *, retries: int, backoff: float, sleep: Callable[[float], None] = time.sleep) -> tuple[str, int]:
         """Download until complete; returns (sha256 hex, size).
 
         Gives up after ``retries`` consecutive attempts that brought no new bytes (a connection that
@@ -414,12 +416,16 @@ class _Downloader:
                 stall_left = 0.0
         if deadline_left is not None and deadline_left <= 0:
             error = WeightsError if self.answered or not _is_unreachable(cause) else _UnreachableError
-            raise error(f"the download of {self.url} did not finish within the {self.deadline:g} s deadline "
-                        f"({self._so_far()})")
+            raise error(
+                f"the download of {self.url} did not finish within the {self.deadline:g} s deadline ({self._so_far()})"
+            )
         if stall_left is not None and stall_left <= 0:
             trickle = self.received - self.stall_received
-            what = f"only {trickle} bytes in {self.stall_timeout:g} s" if trickle else \
-                f"no data for {self.stall_timeout:g} s"
+            what = (
+                f"only {trickle} bytes in {self.stall_timeout:g} s"
+                if trickle
+                else f"no data for {self.stall_timeout:g} s"
+            )
             raise WeightsError(f"{what} from {self.url}; the download stalled ({self._so_far()})")
 
     def _count(self, n: int) -> None:
@@ -457,8 +463,9 @@ class _Downloader:
                 _, total = _parse_content_range(e.headers.get("Content-Range"))
                 if total == self.written:
                     return None  # complete already; verification decides whether it is any good
-                raise _AttemptFailed(f"server refused to resume at byte {self.written} (HTTP 416)",
-                                     restart=True) from None
+                raise _AttemptFailed(
+                    f"server refused to resume at byte {self.written} (HTTP 416)", restart=True
+                ) from None
             if e.code in _RETRYABLE_HTTP:
                 raise _AttemptFailed(f"HTTP {e.code} {e.reason}") from None
             raise WeightsError(f"HTTP {e.code} {e.reason} for {self.url}") from None
@@ -544,10 +551,15 @@ class _Downloader:
         if self.restart_noted:
             return
         self.restart_noted = True
-        why = "the file changed on the server or it ignores resume requests" if self.had_validator else \
-            "the server ignores resume requests"
-        self._note(f"{self.desc}: asked to resume at byte {offset}, the server sent the whole file ({why}); "
-                   "the download restarts from the beginning")
+        why = (
+            "the file changed on the server or it ignores resume requests"
+            if self.had_validator
+            else "the server ignores resume requests"
+        )
+        self._note(
+            f"{self.desc}: asked to resume at byte {offset}, the server sent the whole file ({why}); "
+            "the download restarts from the beginning"
+        )
 
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         """One socket read (read1: a timeout loses nothing already received), bounded by the limits."""
@@ -594,8 +606,15 @@ class _Downloader:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=self.written, desc=self.desc, unit="B", unit_scale=True,
-                            unit_divisor=1024, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total,
+                initial=self.written,
+                desc=self.desc,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                dynamic_ncols=True,
+            )
         else:  # same bar across attempts: jump to where this attempt starts (0 after a restart)
             self.bar.total = total
             self.bar.n = self.bar.last_print_n = self.written
@@ -645,9 +664,7 @@ def _release_for_file(path: Path) -> ReleaseCheckpoint | None:
     return None
 
 
-def _expected_sha(
-    release: ReleaseCheckpoint | None, pinned: str | None, path: Path
-) -> tuple[str | None, str | None]:
+def _expected_sha(release: ReleaseCheckpoint | None, pinned: str | None, path: Path) -> tuple[str | None, str | None]:
     """The hash a file must have and where that requirement comes from (pin > table > recorded)."""
     if pinned:
         return _normalise_sha(pinned), "pinned"
@@ -662,7 +679,7 @@ def _expected_sha(
 def _sha_mismatch(what: str, actual: str, expected: str, source: str | None) -> str:
     hint = {
         "recorded": f" (recorded in {SHA_SUFFIX} sidecar on first download; delete it or pass --sha256 if "
-                    "upstream really changed the file)",
+        "upstream really changed the file)",
         "pinned": " (the --sha256 you gave)",
     }.get(source or "", "")
     return f"{what}: SHA-256 mismatch: got {actual}, expected {expected}{hint}"
@@ -707,8 +724,10 @@ def fetch(
         if pin:
             actual = sha256_file(dest)
             if actual != pin:
-                raise WeightsError(_sha_mismatch(f"cached {dest}", actual, pin, "pinned")
-                                   + f"; re-download with: {FETCH_COMMAND} {release.name} --force")
+                raise WeightsError(
+                    _sha_mismatch(f"cached {dest}", actual, pin, "pinned")
+                    + f"; re-download with: {FETCH_COMMAND} {release.name} --force"
+                )
         return dest
 
     expected, source = _expected_sha(release, pin, dest)
@@ -718,22 +737,33 @@ def fetch(
         part.unlink(missing_ok=True)
     url = release.url_for(base_url or os.environ.get(BASE_URL_ENV))
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise WeightsError(f"download URL {url!r} must start with http:// or https:// (check --base-url / "
-                           f"${BASE_URL_ENV})")
+        raise WeightsError(
+            f"download URL {url!r} must start with http:// or https:// (check --base-url / ${BASE_URL_ENV})"
+        )
     downloader = _Downloader(
-        url, part, desc=release.filename, progress=progress, timeout=timeout, stall_timeout=stall_timeout,
-        deadline=deadline, on_progress=on_progress, on_note=on_note,
+        url,
+        part,
+        desc=release.filename,
+        progress=progress,
+        timeout=timeout,
+        stall_timeout=stall_timeout,
+        deadline=deadline,
+        on_progress=on_progress,
+        on_note=on_note,
     )
     digest, _ = downloader.run(retries=retries, backoff=backoff)
 
     try:
         if expected and digest != expected:
-            raise WeightsError(_sha_mismatch(f"download of {release.name}", digest, expected, source)
-                               + "; the download was deleted")
+            raise WeightsError(
+                _sha_mismatch(f"download of {release.name}", digest, expected, source) + "; the download was deleted"
+            )
         variant = _checkpoint_variant(part)
         if variant != release.variant:
-            raise WeightsError(f"download of {release.name} is a '{variant}' checkpoint, expected "
-                               f"'{release.variant}' (wrong file at {url}?); the download was deleted")
+            raise WeightsError(
+                f"download of {release.name} is a '{variant}' checkpoint, expected "
+                f"'{release.variant}' (wrong file at {url}?); the download was deleted"
+            )
     except WeightsError:
         part.unlink(missing_ok=True)
         raise
@@ -742,9 +772,7 @@ def fetch(
     return dest
 
 
-def verify(
-    name_or_path: str | os.PathLike[str] | ReleaseCheckpoint, *, sha256: str | None = None
-) -> VerifyResult:
+def verify(name_or_path: str | os.PathLike[str] | ReleaseCheckpoint, *, sha256: str | None = None) -> VerifyResult:
     """Check that a cached checkpoint (by official name) or any file loads, and matches its hash.
 
     The expected variant comes from the name (or from the file name when it is an official one); the
@@ -805,8 +833,10 @@ def _looks_like_path(spec: str) -> bool:
 
 def _missing_message(release: ReleaseCheckpoint, path: Path) -> str:
     size_gb = release.approx_size / 1e9
-    return (f"checkpoint {release.name} is not downloaded yet; fetch it (~{size_gb:.1f} GB) with "
-            f"`{FETCH_COMMAND} {release.name}`, it will be saved to {path}")
+    return (
+        f"checkpoint {release.name} is not downloaded yet; fetch it (~{size_gb:.1f} GB) with "
+        f"`{FETCH_COMMAND} {release.name}`, it will be saved to {path}"
+    )
 
 
 def list_checkpoints() -> list[CheckpointStatus]:
@@ -816,14 +846,16 @@ def list_checkpoints() -> list[CheckpointStatus]:
         path = checkpoint_path(release)
         present = path.is_file()
         part = _part_path(path)
-        rows.append(CheckpointStatus(
-            release=release,
-            path=path,
-            present=present,
-            size=path.stat().st_size if present else None,
-            recorded_sha256=_read_sidecar(path),
-            partial_size=part.stat().st_size if part.is_file() else None,
-        ))
+        rows.append(
+            CheckpointStatus(
+                release=release,
+                path=path,
+                present=present,
+                size=path.stat().st_size if present else None,
+                recorded_sha256=_read_sidecar(path),
+                partial_size=part.stat().st_size if part.is_file() else None,
+            )
+        )
     return rows
 
 
@@ -846,8 +878,9 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
     except WeightsError:
         if _looks_like_path(text) or text.lower().endswith((".pt", ".pth", ".safetensors")):
             raise WeightsError(f"checkpoint file not found: {candidate}") from None
-        raise WeightsError(f"checkpoint {text!r} is neither an existing path nor an official name "
-                           f"({_known_names()})") from None
+        raise WeightsError(
+            f"checkpoint {text!r} is neither an existing path nor an official name ({_known_names()})"
+        ) from None
     path = checkpoint_path(release)
     if not path.is_file():
         raise WeightsError(_missing_message(release, path))

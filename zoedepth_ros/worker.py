@@ -26,13 +26,20 @@ class FrameWorker(Generic[F, J]):
     idle: called on the inference thread between frames (e.g. warm-up), at least every ``poll`` seconds.
     """
 
-    def __init__(self, submit: Callable[[F], J | None], publish: Callable[[J], None],
-                 idle: Callable[[], None] | None = None, poll: float = 0.2) -> None:
+    def __init__(
+        self,
+        submit: Callable[[F], J | None],
+        publish: Callable[[J], None],
+        idle: Callable[[], None] | None = None,
+        poll: float = 0.2,
+    ) -> None:
         self._submit, self._publish, self._idle, self._poll = submit, publish, idle, poll
         self.slot: LatestSlot[F] = LatestSlot()
         self._jobs: queue.Queue[J | None] = queue.Queue(maxsize=1)
-        self._threads = [threading.Thread(target=self._work, name="zoedepth-inference", daemon=True),
-                         threading.Thread(target=self._publish_loop, name="zoedepth-publish", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._work, name="zoedepth-inference", daemon=True),
+            threading.Thread(target=self._publish_loop, name="zoedepth-publish", daemon=True),
+        ]
 
     def start(self) -> FrameWorker[F, J]:
         for t in self._threads:

@@ -78,7 +78,9 @@ def _qos(reliability: str, depth: int):
     from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 
     return QoSProfile(
-        history=QoSHistoryPolicy.KEEP_LAST, depth=depth, durability=QoSDurabilityPolicy.VOLATILE,
+        history=QoSHistoryPolicy.KEEP_LAST,
+        depth=depth,
+        durability=QoSDurabilityPolicy.VOLATILE,
         reliability=(QoSReliabilityPolicy.RELIABLE if reliability == "reliable" else QoSReliabilityPolicy.BEST_EFFORT),
     )
 
@@ -129,10 +131,15 @@ def camera_main(argv: Sequence[str]) -> int:
         image.data = _payload(texture(w, h, args.bytes_per_pixel))  # built once; only the stamp changes
         image.header.frame_id = "camera_optical_frame"
         fx, fy, cx, cy = pinhole(w, h)
-        info = CameraInfo(width=w, height=h, distortion_model="plumb_bob", d=[0.0] * 5,
-                          k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
-                          r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                          p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+        info = CameraInfo(
+            width=w,
+            height=h,
+            distortion_model="plumb_bob",
+            d=[0.0] * 5,
+            k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+            r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+        )
         info.header.frame_id = image.header.frame_id
 
         deadline = time.monotonic() + args.match_timeout
@@ -164,8 +171,16 @@ def camera_main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         status = 130
     finally:
-        args.result.write_text(json.dumps({"published": len(stamps), "stamps_ns": stamps, "late": late,
-                                           "first_publish_ns": stamps[0] if stamps else None}))
+        args.result.write_text(
+            json.dumps(
+                {
+                    "published": len(stamps),
+                    "stamps_ns": stamps,
+                    "late": late,
+                    "first_publish_ns": stamps[0] if stamps else None,
+                }
+            )
+        )
         node.destroy_node()
         rclpy.try_shutdown(context=context)
     return status
@@ -203,11 +218,16 @@ def _drops(values: dict[str, str] | None) -> tuple[dict[str, Any], int | None]:
     """The node's cumulative drop counters (whole run, warm-up included) and its processed-frame count."""
     if values is None:
         return {"latest_frame_rule": None, "other": {}}, None
-    other = {k: int(v) for k, v in values.items()
-             if (k.startswith("dropped (") or k.startswith("skipped (")) and k != LATEST_FRAME_KEY}
+    other = {
+        k: int(v)
+        for k, v in values.items()
+        if (k.startswith("dropped (") or k.startswith("skipped (")) and k != LATEST_FRAME_KEY
+    }
     processed = values.get("frames processed")
-    return ({"latest_frame_rule": int(values.get(LATEST_FRAME_KEY, 0)), "other": other},
-            int(processed) if processed is not None else None)
+    return (
+        {"latest_frame_rule": int(values.get(LATEST_FRAME_KEY, 0)), "other": other},
+        int(processed) if processed is not None else None,
+    )
 
 
 def node_parameters(checkpoint: str, node_params: dict[str, Any], color: bool) -> dict[str, Any]:
@@ -262,8 +282,10 @@ def run_end_to_end(
     from .. import encodings  # torch, only for the encoding table; the camera child needs neither
 
     if width <= 0 or height <= 0 or rate_hz <= 0 or duration_s <= 0 or warmup_s < 0:
-        raise ValueError(f"need positive width, height, rate_hz and duration_s: {width}x{height} @ {rate_hz} Hz "
-                         f"for {duration_s} s (warm-up {warmup_s} s)")
+        raise ValueError(
+            f"need positive width, height, rate_hz and duration_s: {width}x{height} @ {rate_hz} Hz "
+            f"for {duration_s} s (warm-up {warmup_s} s)"
+        )
     info = encodings.encoding_info(encoding)
     if info.is_yuv422 and width % 2:
         raise ValueError(f"{encoding} needs an even width, got {width}")
@@ -285,36 +307,67 @@ def run_end_to_end(
             def check_node(phase: str) -> None:
                 if node_proc.poll() is not None:
                     kind = NodeStartError if phase == "start" else RuntimeError
-                    raise kind(f"the zoedepth node exited with code {node_proc.returncode} during {phase}; "
-                               f"last lines of its log:\n{log_tail(node_log)}")
+                    raise kind(
+                        f"the zoedepth node exited with code {node_proc.returncode} during {phase}; "
+                        f"last lines of its log:\n{log_tail(node_log)}"
+                    )
 
             deadline = time.monotonic() + timeout_s
             while not sink.matched():
                 check_node("start")
                 if time.monotonic() > deadline:
-                    raise NodeStartError(f"the zoedepth node did not come up within {timeout_s} s; last lines of "
-                                         f"its log:\n{log_tail(node_log)}")
+                    raise NodeStartError(
+                        f"the zoedepth node did not come up within {timeout_s} s; last lines of "
+                        f"its log:\n{log_tail(node_log)}"
+                    )
                 sink.spin(0.05)
 
-            camera = start_python_module(MODULE, [
-                "camera", "--width", str(width), "--height", str(height), "--rate", str(rate_hz),
-                "--encoding", encoding, "--bytes-per-pixel", str(info.bytes_per_pixel),
-                "--reliability", _param(params, "qos.input_reliability"), "--depth", "1",
-                "--match-timeout", str(timeout_s), "--max-duration", str(2 * timeout_s + warmup_s + duration_s),
-                "--result", str(camera_result)], env, camera_log, stdin=subprocess.PIPE)
+            camera = start_python_module(
+                MODULE,
+                [
+                    "camera",
+                    "--width",
+                    str(width),
+                    "--height",
+                    str(height),
+                    "--rate",
+                    str(rate_hz),
+                    "--encoding",
+                    encoding,
+                    "--bytes-per-pixel",
+                    str(info.bytes_per_pixel),
+                    "--reliability",
+                    _param(params, "qos.input_reliability"),
+                    "--depth",
+                    "1",
+                    "--match-timeout",
+                    str(timeout_s),
+                    "--max-duration",
+                    str(2 * timeout_s + warmup_s + duration_s),
+                    "--result",
+                    str(camera_result),
+                ],
+                env,
+                camera_log,
+                stdin=subprocess.PIPE,
+            )
 
             def check_camera() -> None:
                 if camera.poll() is not None:
-                    raise RuntimeError(f"the camera process exited early with code {camera.returncode}; last "
-                                       f"lines of its log:\n{log_tail(camera_log)}")
+                    raise RuntimeError(
+                        f"the camera process exited early with code {camera.returncode}; last "
+                        f"lines of its log:\n{log_tail(camera_log)}"
+                    )
 
             deadline = time.monotonic() + timeout_s
             while sink.first_output_ns is None:
                 check_node("warm-up")
                 check_camera()
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"no output from the node within {timeout_s} s of the camera starting; last "
-                                       f"lines of its log:\n{log_tail(node_log)}")
+                    raise TimeoutError(
+                        f"no output from the node within {timeout_s} s of the camera starting; last "
+                        f"lines of its log:\n{log_tail(node_log)}"
+                    )
                 sink.spin(0.02)
             window_start = sink.first_output_ns + round(warmup_s * 1e9)
             window_end = window_start + round(duration_s * 1e9)
@@ -328,8 +381,10 @@ def run_end_to_end(
             while camera.poll() is None and time.monotonic() < deadline:
                 sink.spin(0.02)
             if camera.poll() is None or camera.returncode != 0 or not camera_result.is_file():
-                raise RuntimeError(f"the camera process did not finish cleanly (code {camera.poll()}); last lines "
-                                   f"of its log:\n{log_tail(camera_log)}")
+                raise RuntimeError(
+                    f"the camera process did not finish cleanly (code {camera.poll()}); last lines "
+                    f"of its log:\n{log_tail(camera_log)}"
+                )
             cam = json.loads(camera_result.read_text())
             diag = sink.drain(timeout_s, check_node)
         finally:
@@ -345,9 +400,17 @@ def run_end_to_end(
     depth = _topic_stats(sink.samples["depth"], window_start, window_end)
     first_publish = cam["first_publish_ns"]
     result = {
-        "width": width, "height": height, "rate_hz": rate_hz, "duration_s": duration_s, "warmup_s": warmup_s,
-        "encoding": encoding, "color": color, "domain_id": domain,
-        "published": cam["published"], "published_measured": published_measured, "camera_late": cam["late"],
+        "width": width,
+        "height": height,
+        "rate_hz": rate_hz,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "encoding": encoding,
+        "color": color,
+        "domain_id": domain,
+        "published": cam["published"],
+        "published_measured": published_measured,
+        "camera_late": cam["late"],
         "first_output_s": (sink.first_output_ns - first_publish) / 1e9 if first_publish else math.nan,
         "depth": depth,
         "points": _topic_stats(sink.samples["points"], window_start, window_end),
@@ -392,8 +455,10 @@ class _Sink:
         self.diag: tuple[int, dict[str, str]] | None = None  # (stamp, values) of the newest ZoeDepth status
         self.diag_final = False
         qos = _qos(output_reliability, 10)
-        self.subs = [self.node.create_subscription(kind, topic, lambda m, k=key: self._on_output(k, m), qos)
-                     for key, kind, topic in (("depth", Image, "depth/image"), ("points", PointCloud2, "points"))]
+        self.subs = [
+            self.node.create_subscription(kind, topic, lambda m, k=key: self._on_output(k, m), qos)
+            for key, kind, topic in (("depth", Image, "depth/image"), ("points", PointCloud2, "points"))
+        ]
         self.subs.append(self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10))
 
     def _on_output(self, key: str, msg) -> None:

@@ -50,8 +50,9 @@ def size_label(width: int, height: int) -> str:
     return f"{width}x{height}"
 
 
-def time_calls(fn: Callable[[], Any], iters: int, warmup: int = WARMUP_CALLS,
-               between: Callable[[], Any] | None = None) -> dict[str, float]:
+def time_calls(
+    fn: Callable[[], Any], iters: int, warmup: int = WARMUP_CALLS, between: Callable[[], Any] | None = None
+) -> dict[str, float]:
     """Summary (ms) of ``iters`` timed calls of ``fn`` after ``warmup`` untimed ones; ``between`` runs untimed."""
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
@@ -79,8 +80,14 @@ def _rclpy_missing() -> str | None:
 
 def _image_msg(width: int, height: int) -> Any:
     """An rgb8 Image as the node receives it (data an array.array), or a field-for-field stand-in without rclpy."""
-    fields = {"height": height, "width": width, "encoding": "rgb8", "is_bigendian": 0, "step": 3 * width,
-              "data": array.array("B", texture(width, height, 3))}
+    fields = {
+        "height": height,
+        "width": width,
+        "encoding": "rgb8",
+        "is_bigendian": 0,
+        "step": 3 * width,
+        "data": array.array("B", texture(width, height, 3)),
+    }
     if _rclpy_missing() is not None:
         return SimpleNamespace(**fields)
     from sensor_msgs.msg import Image
@@ -93,8 +100,10 @@ def conversion_cost(width: int, height: int, iters: int) -> dict[str, Any]:
     from ..encodings import image_array_from_msg
 
     msg = _image_msg(width, height)
-    return {"image_array_from_msg": time_calls(lambda: image_array_from_msg(msg), iters),
-            "message": "stand-in" if isinstance(msg, SimpleNamespace) else "sensor_msgs/Image"}
+    return {
+        "image_array_from_msg": time_calls(lambda: image_array_from_msg(msg), iters),
+        "message": "stand-in" if isinstance(msg, SimpleNamespace) else "sensor_msgs/Image",
+    }
 
 
 def receive_cost(width: int, height: int, iters: int) -> dict[str, Any]:
@@ -144,8 +153,10 @@ def cloud_costs(width: int, height: int, iters: int, threads: int = 1) -> dict[s
             depth = synthetic_depth(width, height)
             intr = _intrinsics(width, height)
             pixels = array_to_tensor(image_array_from_msg(_image_msg(width, height)))
-            out: dict[str, Any] = {"threads": used, "depth_to_bytes": time_calls(
-                lambda: depth.cpu().numpy().tobytes(), iters)}
+            out: dict[str, Any] = {
+                "threads": used,
+                "depth_to_bytes": time_calls(lambda: depth.cpu().numpy().tobytes(), iters),
+            }
             payloads = {"depth": depth.numpy().tobytes()}
             for kind, color in CLOUD_KINDS.items():
                 buf = depth_to_cloud(depth, intr, to_rgb8(pixels, "rgb8") if color else None)
@@ -153,8 +164,10 @@ def cloud_costs(width: int, height: int, iters: int, threads: int = 1) -> dict[s
                 def pack(buf=buf, color=color) -> None:
                     depth_to_cloud(depth, intr, to_rgb8(pixels, "rgb8") if color else None, out=buf)
 
-                out[kind] = {"pack": time_calls(pack, iters),
-                             "to_bytes": time_calls(lambda buf=buf: buf.cpu().numpy().tobytes(), iters)}
+                out[kind] = {
+                    "pack": time_calls(pack, iters),
+                    "to_bytes": time_calls(lambda buf=buf: buf.cpu().numpy().tobytes(), iters),
+                }
                 payloads[kind] = buf.numpy().tobytes()
     finally:
         torch.set_num_threads(before)
@@ -166,9 +179,20 @@ def cloud_costs(width: int, height: int, iters: int, threads: int = 1) -> dict[s
 def _depth_frame(width: int, height: int, payloads: dict[str, bytes], kind: str):
     from ..pipeline import DepthFrame
 
-    return DepthFrame(depth=payloads["depth"], height=height, width=width, intrinsics=_intrinsics(width, height),
-                      head="nyu", domain="indoor", probability=math.nan, logits=[], forced=False,
-                      cloud=payloads[kind], cloud_height=height, cloud_width=width)
+    return DepthFrame(
+        depth=payloads["depth"],
+        height=height,
+        width=width,
+        intrinsics=_intrinsics(width, height),
+        head="nyu",
+        domain="indoor",
+        probability=math.nan,
+        logits=[],
+        forced=False,
+        cloud=payloads[kind],
+        cloud_height=height,
+        cloud_width=width,
+    )
 
 
 def _header():
@@ -183,9 +207,15 @@ def _camera_info(width: int, height: int):
     from sensor_msgs.msg import CameraInfo
 
     fx, fy, cx, cy = pinhole(width, height)
-    return CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
-                      k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                      p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+    return CameraInfo(
+        width=width,
+        height=height,
+        distortion_model="plumb_bob",
+        d=[0.0] * 5,
+        k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+        r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )
 
 
 def _builders(width: int, height: int, payloads: dict[str, bytes]) -> dict[str, Callable[[], Any]]:
@@ -196,7 +226,8 @@ def _builders(width: int, height: int, payloads: dict[str, bytes]) -> dict[str, 
     frames = {kind: _depth_frame(width, height, payloads, kind) for kind in CLOUD_KINDS}
     out: dict[str, Callable[[], Any]] = {
         "depth_image": lambda: messages.depth_image(frames["xyz"], header),
-        "camera_info": lambda: messages.depth_camera_info(frames["xyz"], header, template)}
+        "camera_info": lambda: messages.depth_camera_info(frames["xyz"], header, template),
+    }
     for kind, color in CLOUD_KINDS.items():
         out[f"point_cloud_{kind}"] = lambda kind=kind, color=color: messages.point_cloud(frames[kind], header, color)
     return out
@@ -215,8 +246,12 @@ def message_costs(width: int, height: int, iters: int, payloads: dict[str, bytes
     return {name: time_calls(build, iters) for name, build in _builders(width, height, payloads).items()}
 
 
-TOPICS = {"depth_image": "depth/image", "camera_info": "depth/camera_info", "point_cloud_xyz": "points",
-          "point_cloud_xyzrgb": "points"}
+TOPICS = {
+    "depth_image": "depth/image",
+    "camera_info": "depth/camera_info",
+    "point_cloud_xyz": "points",
+    "point_cloud_xyzrgb": "points",
+}
 
 
 def _publisher_qos():
@@ -226,13 +261,22 @@ def _publisher_qos():
     from ..params import BY_NAME
 
     reliable = BY_NAME["qos.output_reliability"].default == "reliable"
-    return QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=BY_NAME["qos.output_depth"].default,
-                      durability=QoSDurabilityPolicy.VOLATILE,
-                      reliability=QoSReliabilityPolicy.RELIABLE if reliable else QoSReliabilityPolicy.BEST_EFFORT)
+    return QoSProfile(
+        history=QoSHistoryPolicy.KEEP_LAST,
+        depth=BY_NAME["qos.output_depth"].default,
+        durability=QoSDurabilityPolicy.VOLATILE,
+        reliability=QoSReliabilityPolicy.RELIABLE if reliable else QoSReliabilityPolicy.BEST_EFFORT,
+    )
 
 
-def publish_costs(frames: dict[str, dict[str, Any]], iters: int, *, domain_id: int | None = None,
-                  gap_s: float = 0.005, timeout_s: float = 30.0) -> dict[str, Any]:
+def publish_costs(
+    frames: dict[str, dict[str, Any]],
+    iters: int,
+    *,
+    domain_id: int | None = None,
+    gap_s: float = 0.005,
+    timeout_s: float = 30.0,
+) -> dict[str, Any]:
     """``publish()`` time per message kind and size, with a subscriber (``host sink``) in another process.
 
     ``frames`` maps a size label to :func:`build_messages`' output. ``gap_s`` (untimed) between publishes lets the
@@ -246,8 +290,12 @@ def publish_costs(frames: dict[str, dict[str, Any]], iters: int, *, domain_id: i
 
     domain = default_domain_id() if domain_id is None else int(domain_id)
     env = isolated_ros_env(domain)
-    kinds = {"depth_image": Image, "camera_info": CameraInfo, "point_cloud_xyz": PointCloud2,
-             "point_cloud_xyzrgb": PointCloud2}
+    kinds = {
+        "depth_image": Image,
+        "camera_info": CameraInfo,
+        "point_cloud_xyz": PointCloud2,
+        "point_cloud_xyzrgb": PointCloud2,
+    }
     with tempfile.TemporaryDirectory(prefix="zoedepth_bench_host_") as tmp, applied_env(env):
         log = Path(tmp) / "sink.log"
         sink = start_python_module(MODULE, ["sink"], env, log, stdin=subprocess.PIPE)
@@ -261,14 +309,21 @@ def publish_costs(frames: dict[str, dict[str, Any]], iters: int, *, domain_id: i
             deadline = time.monotonic() + timeout_s
             while not all(p.get_subscription_count() > 0 for p in pubs.values()):
                 if sink.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the subscriber process did not match within {timeout_s} s (exit code "
-                                       f"{sink.poll()}); last lines of its log:\n{log_tail(log)}")
+                    raise RuntimeError(
+                        f"the subscriber process did not match within {timeout_s} s (exit code "
+                        f"{sink.poll()}); last lines of its log:\n{log_tail(log)}"
+                    )
                 time.sleep(0.02)
             results: dict[str, Any] = {}
             for label, built in frames.items():
-                results[label] = {kind: time_calls(lambda kind=kind, msg=built[kind]: pubs[TOPICS[kind]].publish(msg),
-                                                   iters, between=lambda: time.sleep(gap_s))
-                                  for kind in TOPICS}
+                results[label] = {
+                    kind: time_calls(
+                        lambda kind=kind, msg=built[kind]: pubs[TOPICS[kind]].publish(msg),
+                        iters,
+                        between=lambda: time.sleep(gap_s),
+                    )
+                    for kind in TOPICS
+                }
             results["subscriber"] = "another process"
             return results
         finally:
@@ -289,19 +344,31 @@ def _total(item: dict[str, Any], kind: str, cloud_on_host: bool = True) -> float
     With ``cloud_on_host=False`` the cloud packing is left out: on CUDA the pipeline packs it on the GPU.
     """
     pack = [item["cloud"][kind]["pack"]] if cloud_on_host else []
-    parts = [item["conversion"].get("image_array_from_msg"), item["receive"].get("deserialize_image"),
-             *pack, item["cloud"][kind]["to_bytes"], item["cloud"]["depth_to_bytes"],
-             item["messages"].get("depth_image"), item["messages"].get("camera_info"),
-             item["messages"].get(f"point_cloud_{kind}"),
-             item["publish"].get("depth_image"), item["publish"].get("camera_info"),
-             item["publish"].get(f"point_cloud_{kind}")]
+    parts = [
+        item["conversion"].get("image_array_from_msg"),
+        item["receive"].get("deserialize_image"),
+        *pack,
+        item["cloud"][kind]["to_bytes"],
+        item["cloud"]["depth_to_bytes"],
+        item["messages"].get("depth_image"),
+        item["messages"].get("camera_info"),
+        item["messages"].get(f"point_cloud_{kind}"),
+        item["publish"].get("depth_image"),
+        item["publish"].get("camera_info"),
+        item["publish"].get(f"point_cloud_{kind}"),
+    ]
     if any(p is None for p in parts):
         return None
     return sum(p["p50_ms"] for p in parts)
 
 
-def measure_host_costs(sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES, iters: int = 100, *,
-                       publish_iters: int | None = None, domain_id: int | None = None) -> dict[str, Any]:
+def measure_host_costs(
+    sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES,
+    iters: int = 100,
+    *,
+    publish_iters: int | None = None,
+    domain_id: int | None = None,
+) -> dict[str, Any]:
     """All host-cost items for each (width, height); see the module doc for what each one covers.
 
     Returns ``{"iters", "publish_iters", "torch_threads", "sizes": {"WxH": {"width", "height", "conversion",
@@ -313,16 +380,25 @@ def measure_host_costs(sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES, iters: 
 
     sizes = [(int(w), int(h)) for w, h in sizes]
     publish_iters = iters if publish_iters is None else publish_iters
-    report: dict[str, Any] = {"iters": iters, "publish_iters": publish_iters,
-                              "torch_threads": torch.get_num_threads(), "sizes": {}}
+    report: dict[str, Any] = {
+        "iters": iters,
+        "publish_iters": publish_iters,
+        "torch_threads": torch.get_num_threads(),
+        "sizes": {},
+    }
     built: dict[str, dict[str, Any]] = {}
     for w, h in sizes:
         label = size_label(w, h)
         cloud = cloud_costs(w, h, iters)
         payloads = cloud.pop("_bytes")
-        item = {"width": w, "height": h, "conversion": conversion_cost(w, h, iters),
-                "receive": receive_cost(w, h, iters), "cloud": cloud,
-                "messages": message_costs(w, h, iters, payloads)}
+        item = {
+            "width": w,
+            "height": h,
+            "conversion": conversion_cost(w, h, iters),
+            "receive": receive_cost(w, h, iters),
+            "cloud": cloud,
+            "messages": message_costs(w, h, iters, payloads),
+        }
         if "skipped" not in item["messages"]:
             built[label] = build_messages(w, h, payloads)
         report["sizes"][label] = item

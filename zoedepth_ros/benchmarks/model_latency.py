@@ -37,8 +37,9 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def build_runner(fp32_model: ZoeDepth, device: torch.device, precision: str, mode: str,
-                 channels_last: bool) -> DepthRunner:
+def build_runner(
+    fp32_model: ZoeDepth, device: torch.device, precision: str, mode: str, channels_last: bool
+) -> DepthRunner:
     """A runner on a copy of ``fp32_model`` (or the model itself for fp32 eager)."""
     if precision == "fp32" and mode == "eager" and not channels_last:
         return DepthRunner(fp32_model, device)
@@ -48,16 +49,27 @@ def build_runner(fp32_model: ZoeDepth, device: torch.device, precision: str, mod
 
 def image_to_depth(runner: DepthRunner) -> Callable[[np.ndarray], torch.Tensor]:
     """uint8 (H, W, 3) -> (H, W) depth through ``runner``: upload, RGB on the device, model (pad, no flip)."""
+
     def run(image: np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
             rgb = to_rgb(array_to_tensor(image).to(runner.device, non_blocking=True), "rgb8")
             return runner(rgb, pad_input=True, flip_aug=False).depth[0, 0]
+
     return run
 
 
-def measure_modes(fp32_model: ZoeDepth, device: torch.device, sizes: Sequence[tuple[int, int]],
-                  precisions: Sequence[str], modes: Sequence[str], *, channels_last: bool, warmup: int, iters: int,
-                  log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def measure_modes(
+    fp32_model: ZoeDepth,
+    device: torch.device,
+    sizes: Sequence[tuple[int, int]],
+    precisions: Sequence[str],
+    modes: Sequence[str],
+    *,
+    channels_last: bool,
+    warmup: int,
+    iters: int,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """One row per (size, precision, mode): latency / throughput of the model call and the guard's verdict.
 
     ``sizes`` are (height, width) camera sizes, run with reflect padding as the node does; the special size
@@ -72,16 +84,25 @@ def measure_modes(fp32_model: ZoeDepth, device: torch.device, sizes: Sequence[tu
                 reference = reference_results(fp32_model, images, pad_input=pad)
             for precision in precisions:
                 for mode in modes:
-                    row: dict[str, Any] = {"height": height, "width": width, "scope": scope, "pad_input": pad,
-                                           "precision": precision, "mode": mode,
-                                           "channels_last": channels_last and device.type == "cuda"}
+                    row: dict[str, Any] = {
+                        "height": height,
+                        "width": width,
+                        "scope": scope,
+                        "pad_input": pad,
+                        "precision": precision,
+                        "mode": mode,
+                        "channels_last": channels_last and device.type == "cuda",
+                    }
                     try:
                         runner = build_runner(fp32_model, device, precision, mode, channels_last)
                         x = images[0]
-                        samples = time_callable(lambda r=runner, x=x, p=pad: r(x, pad_input=p), device,
-                                                warmup, iters)
-                        report = guard(reference, lambda im, r=runner, p=pad: settled(r(im, pad_input=p)),
-                                       images, runner.describe())
+                        samples = time_callable(lambda r=runner, x=x, p=pad: r(x, pad_input=p), device, warmup, iters)
+                        report = guard(
+                            reference,
+                            lambda im, r=runner, p=pad: settled(r(im, pad_input=p)),
+                            images,
+                            runner.describe(),
+                        )
                     except Exception as e:  # a mode this device cannot run is reported, not fatal
                         row["error"] = f"{type(e).__name__}: {e}"
                         log(f"  {width}x{height} {precision} {mode}: {row['error']}")
@@ -92,22 +113,40 @@ def measure_modes(fp32_model: ZoeDepth, device: torch.device, sizes: Sequence[tu
                         _free(device)
                     stats = summarize(samples)
                     row.update(latency=stats, throughput_fps=1e3 / stats["mean_ms"], guard=report.as_dict())
-                    log(f"  {width}x{height} {scope} {precision:>4} {mode:<10} p50 {stats['p50_ms']:9.2f} ms "
-                        f"guard {'ok' if report.passed else 'FAIL'} ({report.mean_rel_diff:.1e})")
+                    log(
+                        f"  {width}x{height} {scope} {precision:>4} {mode:<10} p50 {stats['p50_ms']:9.2f} ms "
+                        f"guard {'ok' if report.passed else 'FAIL'} ({report.mean_rel_diff:.1e})"
+                    )
                     rows.append(row)
     return rows
 
 
 def best_row(rows: Sequence[dict[str, Any]], height: int, width: int, scope: str) -> dict[str, Any] | None:
     """The fastest row for a size and scope that passed the guard (fp32 eager always passes)."""
-    ok = [r for r in rows if r["height"] == height and r["width"] == width and r["scope"] == scope
-          and "error" not in r and r["guard"]["passed"]]
+    ok = [
+        r
+        for r in rows
+        if r["height"] == height
+        and r["width"] == width
+        and r["scope"] == scope
+        and "error" not in r
+        and r["guard"]["passed"]
+    ]
     return min(ok, key=lambda r: r["latency"]["p50_ms"], default=None)
 
 
-def compare_paths(fp32_model: ZoeDepth, device: torch.device, sizes: Sequence[tuple[int, int]],
-                  rows: Sequence[dict[str, Any]], *, channels_last: bool, warmup: int, iters: int,
-                  with_transformers: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def compare_paths(
+    fp32_model: ZoeDepth,
+    device: torch.device,
+    sizes: Sequence[tuple[int, int]],
+    rows: Sequence[dict[str, Any]],
+    *,
+    channels_last: bool,
+    warmup: int,
+    iters: int,
+    with_transformers: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Image in, depth out, at each camera size: ours in its best guarded mode vs our eager fp32 with the
     official defaults (pad + flip) vs transformers' ZoeDepthForDepthEstimation with its default processing."""
     from . import reference as ref
@@ -126,8 +165,10 @@ def compare_paths(fp32_model: ZoeDepth, device: torch.device, sizes: Sequence[tu
         image = probe_uint8(height, width)
         entry: dict[str, Any] = {"height": height, "width": width, "ours_mode": f"{precision} {mode}"}
         runner = build_runner(fp32_model, device, precision, mode, channels_last)
-        paths = {"ours": image_to_depth(runner),
-                 "official_defaults_fp32": ref.official_defaults_pipeline(fp32_model, device)}
+        paths = {
+            "ours": image_to_depth(runner),
+            "official_defaults_fp32": ref.official_defaults_pipeline(fp32_model, device),
+        }
         if hf_model is not None:
             paths["transformers_default"] = ref.hf_default_pipeline(hf_model, device)
         for name, fn in paths.items():

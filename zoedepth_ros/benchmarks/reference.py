@@ -66,12 +66,18 @@ def _hf_required(config: ZoeDepthConfig) -> dict[str, Any]:
         "metric.attractor_mlp_dim": m.bin_embedding_dim,
         "metric.use_relative_depth": not multi,
         # conditional log-binomial hidden width: (in + condition) // bottleneck factor (4 multi-head, 2 single)
-        "metric.clb_hidden_dim": (d.relative_dim + m.bin_embedding_dim) // 4 if multi
+        "metric.clb_hidden_dim": (d.relative_dim + m.bin_embedding_dim) // 4
+        if multi
         else (d.relative_dim + 1 + m.bin_embedding_dim) // 2,
     }
     if multi:
-        required.update({"metric.n_attractors": (HF_NK_ATTRACTORS,) * 4, "router.embed_dim": HF_ROUTER_DIM,
-                         "router.num_layers": HF_ROUTER_LAYERS})
+        required.update(
+            {
+                "metric.n_attractors": (HF_NK_ATTRACTORS,) * 4,
+                "router.embed_dim": HF_ROUTER_DIM,
+                "router.num_layers": HF_ROUTER_LAYERS,
+            }
+        )
     return required
 
 
@@ -82,8 +88,11 @@ def _get(config: ZoeDepthConfig, path: str) -> Any:
 
 def hf_incompatibilities(config: ZoeDepthConfig) -> list[str]:
     """Why transformers' ZoeDepthForDepthEstimation cannot express ``config`` (empty for the official presets)."""
-    return [f"{path} is {_get(config, path)!r}, transformers needs {want!r}"
-            for path, want in _hf_required(config).items() if _get(config, path) != want]
+    return [
+        f"{path} is {_get(config, path)!r}, transformers needs {want!r}"
+        for path, want in _hf_required(config).items()
+        if _get(config, path) != want
+    ]
 
 
 def hf_compatible(config: ZoeDepthConfig) -> ZoeDepthConfig:
@@ -105,13 +114,22 @@ def hf_config_from(config: ZoeDepthConfig) -> HFZoeDepthConfig:
 
     problems = hf_incompatibilities(config)
     if problems:
-        raise ValueError("transformers' ZoeDepth cannot express this architecture: " + "; ".join(problems)
-                         + " (hf_compatible() gives the nearest config it can)")
+        raise ValueError(
+            "transformers' ZoeDepth cannot express this architecture: "
+            + "; ".join(problems)
+            + " (hf_compatible() gives the nearest config it can)"
+        )
     b, d, m = config.backbone, config.decoder, config.metric
     backbone = transformers.BeitConfig(
-        image_size=b.pretrain_grid * b.patch_size, patch_size=b.patch_size, num_hidden_layers=b.depth,
-        hidden_size=b.embed_dim, intermediate_size=b.mlp_dim, num_attention_heads=b.num_heads,
-        use_relative_position_bias=True, reshape_hidden_states=False, layer_norm_eps=LAYER_NORM_EPS,
+        image_size=b.pretrain_grid * b.patch_size,
+        patch_size=b.patch_size,
+        num_hidden_layers=b.depth,
+        hidden_size=b.embed_dim,
+        intermediate_size=b.mlp_dim,
+        num_attention_heads=b.num_heads,
+        use_relative_position_bias=True,
+        reshape_hidden_states=False,
+        layer_norm_eps=LAYER_NORM_EPS,
         out_features=[f"stage{i + 1}" for i in b.hook_blocks],  # stage k is the output of block k - 1
     )
     kwargs: dict[str, Any] = {
@@ -121,8 +139,9 @@ def hf_config_from(config: ZoeDepthConfig) -> HFZoeDepthConfig:
         "bottleneck_features": d.features,
         "num_relative_features": d.relative_dim,
         "bin_embedding_dim": m.bin_embedding_dim,
-        "bin_configurations": [{"name": h.name, "n_bins": m.n_bins, "min_depth": h.min_depth,
-                                "max_depth": h.max_depth} for h in m.heads],
+        "bin_configurations": [
+            {"name": h.name, "n_bins": m.n_bins, "min_depth": h.min_depth, "max_depth": h.max_depth} for h in m.heads
+        ],
         "num_attractors": list(m.n_attractors),
         "bin_centers_type": m.bin_centers,
         "min_temp": m.min_temp,
@@ -130,8 +149,12 @@ def hf_config_from(config: ZoeDepthConfig) -> HFZoeDepthConfig:
     }
     if config.router is not None:
         r = config.router
-        kwargs.update(num_patch_transformer_layers=r.num_layers, patch_transformer_hidden_size=r.embed_dim,
-                      patch_transformer_intermediate_size=r.ffn_dim, patch_transformer_num_attention_heads=r.num_heads)
+        kwargs.update(
+            num_patch_transformer_layers=r.num_layers,
+            patch_transformer_hidden_size=r.embed_dim,
+            patch_transformer_intermediate_size=r.ffn_dim,
+            patch_transformer_num_attention_heads=r.num_heads,
+        )
     return transformers.ZoeDepthConfig(**kwargs)
 
 
@@ -168,8 +191,11 @@ def hf_image_processor(**overrides: Any) -> ZoeDepthImageProcessor:
     return ZoeDepthImageProcessor(**overrides)
 
 
-def hf_default_pipeline(hf_model: ZoeDepthForDepthEstimation, device: str | torch.device,
-                        image_processor: ZoeDepthImageProcessor | None = None) -> DepthFn:
+def hf_default_pipeline(
+    hf_model: ZoeDepthForDepthEstimation,
+    device: str | torch.device,
+    image_processor: ZoeDepthImageProcessor | None = None,
+) -> DepthFn:
     """uint8 (H, W, 3) RGB -> (H, W) depth via transformers' default processing (see the module docstring)."""
     device = torch.device(device)
     _check_placement(hf_model, device, "the transformers model")
@@ -220,14 +246,21 @@ class DepthAgreement:
 
     def describe(self) -> str:
         verdict = "agree" if self.ok else "DISAGREE"
-        return (f"transformers vs ours {verdict}: mean rel {self.mean_rel:.2e} (tolerance {self.tolerance:.0e}), "
-                f"max rel {self.max_rel:.2e}, max |d| {self.max_abs_m:.2e} m, net {self.hf_net_size} vs "
-                f"{self.our_net_size}; vs official defaults (flip) mean rel {self.mean_rel_vs_defaults:.2e}")
+        return (
+            f"transformers vs ours {verdict}: mean rel {self.mean_rel:.2e} (tolerance {self.tolerance:.0e}), "
+            f"max rel {self.max_rel:.2e}, max |d| {self.max_abs_m:.2e} m, net {self.hf_net_size} vs "
+            f"{self.our_net_size}; vs official defaults (flip) mean rel {self.mean_rel_vs_defaults:.2e}"
+        )
 
 
-def check_agreement(model: ZoeDepth, hf_model: ZoeDepthForDepthEstimation, image: np.ndarray,
-                    device: str | torch.device, tolerance: float = 1e-3,
-                    image_processor: ZoeDepthImageProcessor | None = None) -> DepthAgreement:
+def check_agreement(
+    model: ZoeDepth,
+    hf_model: ZoeDepthForDepthEstimation,
+    image: np.ndarray,
+    device: str | torch.device,
+    tolerance: float = 1e-3,
+    image_processor: ZoeDepthImageProcessor | None = None,
+) -> DepthAgreement:
     """Run transformers' default path and ours on ``image`` and report their relative depth difference.
 
     Not an equality check: the host-side numpy pre-processing and different kernels may leave small differences

@@ -85,12 +85,19 @@ def ros_args(params: Mapping[str, object]) -> list[str]:
     return args
 
 
-def start_python_module(module: str, args: list[str], env: Mapping[str, str], log: Path,
-                        **popen_kw) -> subprocess.Popen:
+def start_python_module(
+    module: str, args: list[str], env: Mapping[str, str], log: Path, **popen_kw
+) -> subprocess.Popen:
     """``python -m module args`` with ``env`` added, stdout and stderr into ``log``, importable from any cwd."""
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=PACKAGE_PARENT,
-                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, **popen_kw)
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=PACKAGE_PARENT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            **popen_kw,
+        )
 
 
 def start_node(params: Mapping[str, object], env: Mapping[str, str], log: Path) -> subprocess.Popen:

@@ -86,8 +86,9 @@ def floor_slope_per_min(samples: list[ProcSample], bucket_s: float = 60.0) -> fl
     return slope_per_min(list(buckets.values()))
 
 
-def latency_windows(arrivals: list[tuple[float, float]], start: float, end: float,
-                    window: float) -> dict[str, dict[str, Any]]:
+def latency_windows(
+    arrivals: list[tuple[float, float]], start: float, end: float, window: float
+) -> dict[str, dict[str, Any]]:
     """p50/p99 of latencies (ms) whose arrival time falls in [start, start+window) and [end-window, end)."""
     first = [lat for t, lat in arrivals if start <= t < start + window]
     last = [lat for t, lat in arrivals if end - window <= t < end]
@@ -107,8 +108,12 @@ def run_soak(cfg: SoakConfig, log=print, workdir: Path | None = None) -> dict[st
     params = {"checkpoint": cfg.checkpoint, "device": cfg.device, "publish_points": True, **cfg.node_params}
     node_log, camera_log = workdir / "node.log", workdir / "camera.log"
     node = start_python_module("zoedepth_ros.node", ros_args(params), env, node_log)
-    camera = start_python_module("zoedepth_ros.demo_camera", ros_args(
-        {"rate": float(cfg.rate), "width": cfg.width, "height": cfg.height}), env, camera_log)
+    camera = start_python_module(
+        "zoedepth_ros.demo_camera",
+        ros_args({"rate": float(cfg.rate), "width": cfg.width, "height": cfg.height}),
+        env,
+        camera_log,
+    )
     arrivals: list[tuple[float, float]] = []  # (seconds since start, latency ms)
     samples: list[ProcSample] = []
     last_diag: dict[str, str] = {}
@@ -138,14 +143,17 @@ def run_soak(cfg: SoakConfig, log=print, workdir: Path | None = None) -> dict[st
             while (now := time.monotonic() - t0) < cfg.duration_s:
                 executor.spin_once(timeout_sec=0.05)
                 if node.poll() is not None or camera.poll() is not None:
-                    raise RuntimeError(f"a process of the soak exited early:\n{log_tail(node_log)}\n"
-                                       f"{log_tail(camera_log)}")
+                    raise RuntimeError(
+                        f"a process of the soak exited early:\n{log_tail(node_log)}\n{log_tail(camera_log)}"
+                    )
                 if now >= next_sample:
                     samples.append(proc_sample(node.pid, now))
                     next_sample += cfg.sample_s
                 if now >= next_note:
-                    log(f"soak: {now / 60:.0f}/{cfg.duration_s / 60:.0f} min, {len(arrivals)} depth images, "
-                        f"RSS {samples[-1].rss_mb:.1f} MB")
+                    log(
+                        f"soak: {now / 60:.0f}/{cfg.duration_s / 60:.0f} min, {len(arrivals)} depth images, "
+                        f"RSS {samples[-1].rss_mb:.1f} MB"
+                    )
                     next_note += 60.0
         finally:
             end = time.monotonic() - t0
@@ -155,8 +163,10 @@ def run_soak(cfg: SoakConfig, log=print, workdir: Path | None = None) -> dict[st
             sink.destroy_node()
             rclpy.shutdown(context=context)
     after = [s for s in samples if s.t >= cfg.warmup_s] or samples
-    drops = {k[len("dropped ("):-1]: int(v) for k, v in last_diag.items() if k.startswith("dropped (")}
-    lost = {k[len("lost in transport ("):-1]: int(v) for k, v in last_diag.items() if k.startswith("lost in transport")}
+    drops = {k[len("dropped (") : -1]: int(v) for k, v in last_diag.items() if k.startswith("dropped (")}
+    lost = {
+        k[len("lost in transport (") : -1]: int(v) for k, v in last_diag.items() if k.startswith("lost in transport")
+    }
     return {
         "config": {**cfg.__dict__, "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(wall0))},
         "duration_s": end,
@@ -185,22 +195,35 @@ def render(report: dict[str, Any]) -> str:
     slope, floor = report["rss_slope_mb_per_min"], report["rss_floor_slope_mb_per_min"]
     cfg = report["config"]
     rows = [
-        ("run", f"{report['duration_s'] / 60:.1f} min at {cfg['rate']:g} Hz, {cfg['width']}x{cfg['height']}, "
-                f"{cfg['device']}, started {cfg['started']}"),
-        ("depth images received", f"{report['depth_images']} ({report['rate_hz']:.2f} Hz); node processed "
-                                  f"{report['frames_processed']} of {report['images_received']} images"),
+        (
+            "run",
+            f"{report['duration_s'] / 60:.1f} min at {cfg['rate']:g} Hz, {cfg['width']}x{cfg['height']}, "
+            f"{cfg['device']}, started {cfg['started']}",
+        ),
+        (
+            "depth images received",
+            f"{report['depth_images']} ({report['rate_hz']:.2f} Hz); node processed "
+            f"{report['frames_processed']} of {report['images_received']} images",
+        ),
         ("RSS after warm-up / at end", f"{report['rss_mb']['start']:.1f} / {report['rss_mb']['end']:.1f} MB"),
         ("RSS slope after warm-up", f"{slope:.3f} MB/min, least squares over all samples"),
-        ("RSS floor slope after warm-up", f"{floor:.3f} MB/min, of each minute's lowest sample "
-                                          f"({'PASS' if floor < RSS_SLOPE_TARGET else 'FAIL'}: < {RSS_SLOPE_TARGET})"),
-        ("RSS floor slope, second half", f"{report['rss_floor_slope_second_half_mb_per_min']:.3f} MB/min "
-                                         "(a step up that then stays flat is the allocator, a slope is a leak)"),
-        ("open fds / threads, start -> end", f"{report['fds']['start']} -> {report['fds']['end']} / "
-                                             f"{report['threads']['start']} -> {report['threads']['end']}"),
-        ("latency p50/p99, first window", f"{lat['first']['p50_ms']:.1f} / "
-                                          f"{lat['first']['p99_ms']:.1f} ms"),
-        ("latency p50/p99, last window", f"{lat['last']['p50_ms']:.1f} / "
-                                         f"{lat['last']['p99_ms']:.1f} ms"),
+        (
+            "RSS floor slope after warm-up",
+            f"{floor:.3f} MB/min, of each minute's lowest sample "
+            f"({'PASS' if floor < RSS_SLOPE_TARGET else 'FAIL'}: < {RSS_SLOPE_TARGET})",
+        ),
+        (
+            "RSS floor slope, second half",
+            f"{report['rss_floor_slope_second_half_mb_per_min']:.3f} MB/min "
+            "(a step up that then stays flat is the allocator, a slope is a leak)",
+        ),
+        (
+            "open fds / threads, start -> end",
+            f"{report['fds']['start']} -> {report['fds']['end']} / "
+            f"{report['threads']['start']} -> {report['threads']['end']}",
+        ),
+        ("latency p50/p99, first window", f"{lat['first']['p50_ms']:.1f} / {lat['first']['p99_ms']:.1f} ms"),
+        ("latency p50/p99, last window", f"{lat['last']['p50_ms']:.1f} / {lat['last']['p99_ms']:.1f} ms"),
         ("drops by reason", ", ".join(f"{k} {v}" for k, v in sorted(report["drops"].items())) or "none"),
         ("lost in transport", ", ".join(f"{k} {v}" for k, v in sorted(report["lost_in_transport"].items()))),
         ("unexplained drops", str(report["unexplained_drops"])),

@@ -20,9 +20,13 @@ CLOUD_PACK_MS = 3.0  # 640x480 xyzrgb on one CPU core: measurable anywhere
 
 
 def _target(name: str, limit: str, measured: float | None, passed: bool | None, applies: bool, note: str = ""):
-    return {"target": name, "limit": limit, "measured": measured,
-            "passed": passed if applies and measured is not None else None,
-            "note": note if applies else (note or "target defined for one H100 with ZoeD_NK")}
+    return {
+        "target": name,
+        "limit": limit,
+        "measured": measured,
+        "passed": passed if applies and measured is not None else None,
+        "note": note if applies else (note or "target defined for one H100 with ZoeD_NK"),
+    }
 
 
 def check(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -33,34 +37,78 @@ def check(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = report.get("model", {}).get("rows", [])
     best = best_row(rows, *NET_SIZE, "network") if rows else None
     latency = best["latency"]["p50_ms"] if best else None
-    out.append(_target("model latency, 384x512, batch 1 (best guarded mode)", f"<= {MODEL_LATENCY_MS} ms", latency,
-                       latency is not None and latency <= MODEL_LATENCY_MS, gpu_target,
-                       f"{best['precision']} {best['mode']}" if best else "not measured"))
+    out.append(
+        _target(
+            "model latency, 384x512, batch 1 (best guarded mode)",
+            f"<= {MODEL_LATENCY_MS} ms",
+            latency,
+            latency is not None and latency <= MODEL_LATENCY_MS,
+            gpu_target,
+            f"{best['precision']} {best['mode']}" if best else "not measured",
+        )
+    )
     paths = {(p["height"], p["width"]): p for p in report.get("paths", {}).get("sizes", [])}
     vga = paths.get((480, 640))
     speedup = vga["speedup"].get("official_defaults_fp32") if vga else None
-    out.append(_target("speed-up vs eager fp32 official defaults (pad + flip), 640x480", f">= {SPEEDUP_VS_OFFICIAL}x",
-                       speedup, speedup is not None and speedup >= SPEEDUP_VS_OFFICIAL, gpu_target))
+    out.append(
+        _target(
+            "speed-up vs eager fp32 official defaults (pad + flip), 640x480",
+            f">= {SPEEDUP_VS_OFFICIAL}x",
+            speedup,
+            speedup is not None and speedup >= SPEEDUP_VS_OFFICIAL,
+            gpu_target,
+        )
+    )
     e2e = report.get("end_to_end", {})
     depth = e2e.get("depth", {}) if "skipped" not in e2e and "error" not in e2e else {}
     p50, p99 = depth.get("p50_ms"), depth.get("p99_ms")
     e2e_gpu = gpu_target and e2e.get("width") == 640 and e2e.get("rate_hz", 0) >= E2E_RATE_HZ
-    out.append(_target("node end to end p50, 640x480", f"<= {E2E_P50_MS} ms", p50,
-                       p50 is not None and p50 <= E2E_P50_MS, e2e_gpu))
-    out.append(_target("node end to end p99, 640x480", f"<= {E2E_P99_MS} ms", p99,
-                       p99 is not None and p99 <= E2E_P99_MS, e2e_gpu))
+    out.append(
+        _target(
+            "node end to end p50, 640x480", f"<= {E2E_P50_MS} ms", p50, p50 is not None and p50 <= E2E_P50_MS, e2e_gpu
+        )
+    )
+    out.append(
+        _target(
+            "node end to end p99, 640x480", f"<= {E2E_P99_MS} ms", p99, p99 is not None and p99 <= E2E_P99_MS, e2e_gpu
+        )
+    )
     other = sum((e2e.get("dropped", {}).get("other") or {}).values()) if depth else None
     rate = depth.get("rate_hz")
     holds = rate is not None and rate >= 0.95 * e2e.get("rate_hz", 0) and other == 0
-    out.append(_target("holds a 60 Hz camera; drops only by the latest-frame rule", f">= {E2E_RATE_HZ} Hz",
-                       rate, holds, e2e_gpu, f"other drops: {other}" if other is not None else "not measured"))
+    out.append(
+        _target(
+            "holds a 60 Hz camera; drops only by the latest-frame rule",
+            f">= {E2E_RATE_HZ} Hz",
+            rate,
+            holds,
+            e2e_gpu,
+            f"other drops: {other}" if other is not None else "not measured",
+        )
+    )
     host = report.get("host", {}).get("sizes", {}).get("640x480", {})
     totals = host.get("total_ms") or {}
     for kind, where in (("xyz_gpu_cloud", "cloud packed on the GPU"), ("xyz", "cloud packed on the CPU")):
         total = totals.get(kind)
-        out.append(_target(f"host-side work per frame, 640x480 xyz, {where}", f"<= {HOST_TOTAL_MS} ms", total,
-                           total is not None and total <= HOST_TOTAL_MS, True, "measured on this machine's CPU"))
+        out.append(
+            _target(
+                f"host-side work per frame, 640x480 xyz, {where}",
+                f"<= {HOST_TOTAL_MS} ms",
+                total,
+                total is not None and total <= HOST_TOTAL_MS,
+                True,
+                "measured on this machine's CPU",
+            )
+        )
     pack = host.get("cloud", {}).get("xyzrgb", {}).get("pack", {}).get("p50_ms")
-    out.append(_target("cloud packing 640x480 xyzrgb, one CPU core", f"<= {CLOUD_PACK_MS} ms", pack,
-                       pack is not None and pack <= CLOUD_PACK_MS, True, "measured on this machine's CPU"))
+    out.append(
+        _target(
+            "cloud packing 640x480 xyzrgb, one CPU core",
+            f"<= {CLOUD_PACK_MS} ms",
+            pack,
+            pack is not None and pack <= CLOUD_PACK_MS,
+            True,
+            "measured on this machine's CPU",
+        )
+    )
     return out

@@ -29,11 +29,15 @@ class BackboneConfig:
     pretrain_grid: int = 24  # patch grid the relative-position table was trained on (384 / 16)
 
     def __post_init__(self) -> None:
-        _check(self.embed_dim > 0 and self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
-               f"embed_dim {self.embed_dim} must be a positive multiple of num_heads {self.num_heads}")
+        _check(
+            self.embed_dim > 0 and self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
+            f"embed_dim {self.embed_dim} must be a positive multiple of num_heads {self.num_heads}",
+        )
         _check(self.depth >= 4 and self.depth % 4 == 0, f"depth must be a multiple of 4, got {self.depth}")
-        _check(self.mlp_dim > 0 and self.patch_size > 0 and self.pretrain_grid > 0,
-               "mlp_dim, patch_size and pretrain_grid must be positive")
+        _check(
+            self.mlp_dim > 0 and self.patch_size > 0 and self.pretrain_grid > 0,
+            "mlp_dim, patch_size and pretrain_grid must be positive",
+        )
 
     @property
     def hook_blocks(self) -> tuple[int, int, int, int]:
@@ -90,10 +94,22 @@ class MetricConfig:
         _check(self.bin_centers in BIN_CENTER_TYPES, f"bin_centers must be one of {BIN_CENTER_TYPES}")
         _check(len(self.heads) in (1, 2), "one or two bin heads are supported")
         _check(len({h.name for h in self.heads}) == len(self.heads), "head names must be unique")
-        _check(len(self.n_attractors) == 4 and all(n > 0 for n in self.n_attractors),
-               "n_attractors needs 4 positive counts (one per decoder level)")
-        _check(min(self.n_bins, self.bin_embedding_dim, self.seed_mlp_dim, self.projector_mlp_dim,
-                   self.attractor_mlp_dim, self.clb_hidden_dim) > 0, "metric head widths must be positive")
+        _check(
+            len(self.n_attractors) == 4 and all(n > 0 for n in self.n_attractors),
+            "n_attractors needs 4 positive counts (one per decoder level)",
+        )
+        _check(
+            min(
+                self.n_bins,
+                self.bin_embedding_dim,
+                self.seed_mlp_dim,
+                self.projector_mlp_dim,
+                self.attractor_mlp_dim,
+                self.clb_hidden_dim,
+            )
+            > 0,
+            "metric head widths must be positive",
+        )
         _check(0 < self.min_temp < self.max_temp, "need 0 < min_temp < max_temp")
 
 
@@ -132,8 +148,10 @@ class ZoeDepthConfig:
         _check((self.metric.bin_centers == "normed") == (self.variant == "k"), "only variant 'k' uses normed bins")
         if multi:
             _check([h.name for h in self.metric.heads] == ["nyu", "kitti"], "NK heads must be ordered nyu, kitti")
-        _check(len(self.net_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.net_size),
-               f"net_size must be two positive multiples of 32, got {self.net_size}")
+        _check(
+            len(self.net_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.net_size),
+            f"net_size must be two positive multiples of 32, got {self.net_size}",
+        )
 
     @property
     def head_names(self) -> tuple[str, ...]:

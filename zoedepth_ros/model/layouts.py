@@ -52,16 +52,23 @@ def key_list(keys, limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def state_dict_mismatches(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor],
-                          missing: str = "missing key(s)", unexpected: str = "unexpected key(s)") -> list[str]:
+def state_dict_mismatches(
+    expected: Mapping[str, torch.Tensor],
+    got: Mapping[str, torch.Tensor],
+    missing: str = "missing key(s)",
+    unexpected: str = "unexpected key(s)",
+) -> list[str]:
     """What keeps ``got`` from loading strictly where ``expected`` is: missing and extra keys, shape mismatches."""
     problems = []
     if absent := expected.keys() - got.keys():
         problems.append(f"{len(absent)} {missing}: {key_list(absent)}")
     if extra := got.keys() - expected.keys():
         problems.append(f"{len(extra)} {unexpected}: {key_list(extra)}")
-    shapes = [f"{k} {tuple(got[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in got and got[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(got[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and got[k].shape != v.shape
+    ]
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
     return problems
@@ -72,7 +79,7 @@ def strip_module_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 def detect_variant(sd: Mapping[str, torch.Tensor]) -> str:
-    """"nk" if the router is present, else "n" or "k" from the official attractor channel pattern."""
+    """ "nk" if the router is present, else "n" or "k" from the official attractor channel pattern."""
     if any(k.startswith("patch_transformer.") for k in sd):
         return "nk"
     if not any(k.startswith("attractors.") for k in sd):
@@ -98,9 +105,14 @@ def config_from_state_dict(sd: Mapping[str, torch.Tensor], variant: str | None =
     side = round((n_table - NUM_CLS_DISTANCES) ** 0.5)
     if side * side + NUM_CLS_DISTANCES != n_table or side % 2 == 0:
         raise LayoutError(f"relative_position_bias_table has {n_table} rows, not (2g-1)^2 + 3")
-    backbone = BackboneConfig(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                              mlp_dim=_shape(sd, BEIT + "blocks.0.mlp.fc1.weight")[0], patch_size=patch,
-                              pretrain_grid=(side + 1) // 2)
+    backbone = BackboneConfig(
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_dim=_shape(sd, BEIT + "blocks.0.mlp.fc1.weight")[0],
+        patch_size=patch,
+        pretrain_grid=(side + 1) // 2,
+    )
     pre = "core.core.pretrained.act_postprocess"
     decoder = DecoderConfig(
         level_dims=tuple(_shape(sd, f"{pre}{i}.3.weight")[0] for i in range(1, 5)),
@@ -119,8 +131,9 @@ def config_from_state_dict(sd: Mapping[str, torch.Tensor], variant: str | None =
     clb_hidden, clb_in = _shape(sd, f"conditional_log_binomial.{first}mlp.0.weight")[:2]
     use_rel = clb_in - emb_dim == decoder.relative_dim + 1
     if not use_rel and clb_in - emb_dim != decoder.relative_dim:
-        raise LayoutError(f"conditional_log_binomial takes {clb_in} channels; expected {decoder.relative_dim} "
-                          f"(+1) + {emb_dim}")
+        raise LayoutError(
+            f"conditional_log_binomial takes {clb_in} channels; expected {decoder.relative_dim} (+1) + {emb_dim}"
+        )
     metric = replace(
         preset.metric,
         n_bins=_shape(sd, f"{seed}._net.2.weight")[0],
@@ -138,8 +151,12 @@ def config_from_state_dict(sd: Mapping[str, torch.Tensor], variant: str | None =
         layers = {m.group(1) for k in sd if (m := layer_key.match(k))}
         router_dim = _shape(sd, "patch_transformer.embedding_convPxP.weight")[0]
         # the head count is not visible in the shapes: it is the official 4 (HF configs state theirs)
-        router = RouterConfig(embed_dim=router_dim, num_heads=preset.router.num_heads, num_layers=len(layers),
-                              ffn_dim=_shape(sd, "patch_transformer.transformer_encoder.layers.0.linear1.weight")[0])
+        router = RouterConfig(
+            embed_dim=router_dim,
+            num_heads=preset.router.num_heads,
+            num_layers=len(layers),
+            ffn_dim=_shape(sd, "patch_transformer.transformer_encoder.layers.0.linear1.weight")[0],
+        )
     return replace(preset, backbone=backbone, decoder=decoder, metric=metric, router=router)
 
 
@@ -214,6 +231,7 @@ def official_state_dict(model: torch.nn.Module, num_classes: int = 1000) -> Stat
 
 # ----------------------------------------------------------------------------------------- Hugging Face
 
+
 def _plus1(m: re.Match, i: int = 1) -> int:
     return int(m.group(i)) + 1
 
@@ -226,30 +244,47 @@ _HF_RENAMES: list[tuple[str, Callable[[re.Match], str]]] = [
     (r"backbone\.encoder\.layer\.(\d+)\.lambda_(\d)$", lambda m: BEIT + f"blocks.{m[1]}.gamma_{m[2]}"),
     (r"backbone\.encoder\.layer\.(\d+)\.layernorm_before\.", lambda m: BEIT + f"blocks.{m[1]}.norm1."),
     (r"backbone\.encoder\.layer\.(\d+)\.layernorm_after\.", lambda m: BEIT + f"blocks.{m[1]}.norm2."),
-    (r"backbone\.encoder\.layer\.(\d+)\.attention\.attention\.relative_position_bias\.relative_position_bias_table$",
-     lambda m: BEIT + f"blocks.{m[1]}.attn.relative_position_bias_table"),
+    (
+        r"backbone\.encoder\.layer\.(\d+)\.attention\.attention\.relative_position_bias\.relative_position_bias_table$",
+        lambda m: BEIT + f"blocks.{m[1]}.attn.relative_position_bias_table",
+    ),
     (r"backbone\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", lambda m: BEIT + f"blocks.{m[1]}.attn.proj."),
     (r"backbone\.encoder\.layer\.(\d+)\.intermediate\.dense\.", lambda m: BEIT + f"blocks.{m[1]}.mlp.fc1."),
     (r"backbone\.encoder\.layer\.(\d+)\.output\.dense\.", lambda m: BEIT + f"blocks.{m[1]}.mlp.fc2."),
-    (r"neck\.reassemble_stage\.readout_projects\.(\d)\.0\.",
-     lambda m: f"core.core.pretrained.act_postprocess{_plus1(m)}.0.project.0."),
-    (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.",
-     lambda m: f"core.core.pretrained.act_postprocess{_plus1(m)}.3."),
-    (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.",
-     lambda m: f"core.core.pretrained.act_postprocess{_plus1(m)}.4."),
+    (
+        r"neck\.reassemble_stage\.readout_projects\.(\d)\.0\.",
+        lambda m: f"core.core.pretrained.act_postprocess{_plus1(m)}.0.project.0.",
+    ),
+    (
+        r"neck\.reassemble_stage\.layers\.(\d)\.projection\.",
+        lambda m: f"core.core.pretrained.act_postprocess{_plus1(m)}.3.",
+    ),
+    (
+        r"neck\.reassemble_stage\.layers\.(\d)\.resize\.",
+        lambda m: f"core.core.pretrained.act_postprocess{_plus1(m)}.4.",
+    ),
     (r"neck\.convs\.(\d)\.", lambda m: f"core.core.scratch.layer{_plus1(m)}_rn."),
-    (r"neck\.fusion_stage\.layers\.(\d)\.projection\.",
-     lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}.out_conv."),
-    (r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.convolution(\d)\.",
-     lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.conv{m[3]}."),
+    (
+        r"neck\.fusion_stage\.layers\.(\d)\.projection\.",
+        lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}.out_conv.",
+    ),
+    (
+        r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.convolution(\d)\.",
+        lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.conv{m[3]}.",
+    ),
     (r"relative_head\.conv(\d)\.", lambda m: f"core.core.scratch.output_conv.{2 * (int(m[1]) - 1)}."),
     (r"metric_head\.conv2\.", lambda m: "conv2."),
     (r"metric_head\.mlp_classifier\.linear(\d)\.", lambda m: f"mlp_classifier.{2 * (int(m[1]) - 1)}."),
-    (r"metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.",
-     lambda m: f"patch_transformer.transformer_encoder.layers.{m[1]}."),
+    (
+        r"metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.",
+        lambda m: f"patch_transformer.transformer_encoder.layers.{m[1]}.",
+    ),
     (r"metric_head\.patch_transformer\.embedding_convPxP\.", lambda m: "patch_transformer.embedding_convPxP."),
-    (r"metric_head\.(seed_bin_regressors?(?:\.[a-z]+)?|seed_projector|projectors\.\d|attractors(?:\.[a-z]+)?\.\d)"
-     r"\.conv(\d)\.", lambda m: f"{m[1]}._net.{2 * (int(m[2]) - 1)}."),
+    (
+        r"metric_head\.(seed_bin_regressors?(?:\.[a-z]+)?|seed_projector|projectors\.\d|attractors(?:\.[a-z]+)?\.\d)"
+        r"\.conv(\d)\.",
+        lambda m: f"{m[1]}._net.{2 * (int(m[2]) - 1)}.",
+    ),
     (r"metric_head\.(conditional_log_binomial(?:\.[a-z]+)?\.mlp\.\d)\.", lambda m: f"{m[1]}."),
 ]
 
@@ -258,7 +293,7 @@ def _apply_rename(key: str) -> str | None:
     for pattern, rename in _HF_RENAMES:
         m = re.match(pattern, key)
         if m is not None:
-            return rename(m) + key[m.end():]
+            return rename(m) + key[m.end() :]
     return None
 
 
@@ -272,8 +307,11 @@ def hf_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
         if m:
             qkv.setdefault(BEIT + f"blocks.{m.group(1)}.attn.", {})[f"{m.group(2)}.{m.group(3)}"] = value
             continue
-        m = re.match(r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.self_attn\."
-                     r"(query|key|value)\.(weight|bias)$", key)
+        m = re.match(
+            r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.self_attn\."
+            r"(query|key|value)\.(weight|bias)$",
+            key,
+        )
         if m:
             prefix = f"patch_transformer.transformer_encoder.layers.{m.group(1)}.self_attn."
             qkv.setdefault(prefix, {})[f"{m.group(2)}.{m.group(3)}"] = value
@@ -288,8 +326,9 @@ def hf_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
     for prefix, parts in qkv.items():
         try:
             if prefix.startswith(BEIT):
-                out[prefix + "qkv.weight"] = torch.cat([parts["query.weight"], parts["key.weight"],
-                                                        parts["value.weight"]])
+                out[prefix + "qkv.weight"] = torch.cat(
+                    [parts["query.weight"], parts["key.weight"], parts["value.weight"]]
+                )
                 out[prefix + "q_bias"] = parts["query.bias"]
                 out[prefix + "v_bias"] = parts["value.bias"]
             else:
@@ -314,15 +353,19 @@ def config_from_hf(hf_config: Mapping, sd: Mapping[str, torch.Tensor], variant: 
             raise LayoutError("config.json has no bin_configurations: not a ZoeDepth model folder")
     config = config_from_state_dict(sd, variant)
     if config.router is not None and "patch_transformer_num_attention_heads" in hf_config:
-        config = replace(config, router=replace(config.router,
-                                                num_heads=int(hf_config["patch_transformer_num_attention_heads"])))
+        config = replace(
+            config, router=replace(config.router, num_heads=int(hf_config["patch_transformer_num_attention_heads"]))
+        )
     backbone = hf_config.get("backbone_config") or {}
     if "num_attention_heads" in backbone and backbone["num_attention_heads"] != config.backbone.num_heads:
         raise LayoutError("config.json num_attention_heads disagrees with the relative position tables")
     # HF stores ZoeD_K with the nyu bin range (max 10 m); like the official fix-up we keep 80 m for "k".
     heads = tuple(
-        BinHead(h.name, float(b.get("min_depth", h.min_depth)), h.max_depth if variant == "k"
-                else float(b.get("max_depth", h.max_depth)))
+        BinHead(
+            h.name,
+            float(b.get("min_depth", h.min_depth)),
+            h.max_depth if variant == "k" else float(b.get("max_depth", h.max_depth)),
+        )
         for h, b in zip(config.metric.heads, bins or [{}] * len(config.metric.heads), strict=False)
     )
     return replace(config, metric=replace(config.metric, heads=heads))
@@ -338,37 +381,55 @@ _OFFICIAL_RENAMES: list[tuple[str, Callable[[re.Match], str]]] = [
     (_BLOCK + r"gamma_(\d)$", lambda m: f"{_HF_LAYER}{m[1]}.lambda_{m[2]}"),
     (_BLOCK + r"norm1\.", lambda m: f"{_HF_LAYER}{m[1]}.layernorm_before."),
     (_BLOCK + r"norm2\.", lambda m: f"{_HF_LAYER}{m[1]}.layernorm_after."),
-    (_BLOCK + r"attn\.relative_position_bias_table$",
-     lambda m: f"{_HF_LAYER}{m[1]}.attention.attention.relative_position_bias.relative_position_bias_table"),
+    (
+        _BLOCK + r"attn\.relative_position_bias_table$",
+        lambda m: f"{_HF_LAYER}{m[1]}.attention.attention.relative_position_bias.relative_position_bias_table",
+    ),
     (_BLOCK + r"attn\.proj\.", lambda m: f"{_HF_LAYER}{m[1]}.attention.output.dense."),
     (_BLOCK + r"mlp\.fc1\.", lambda m: f"{_HF_LAYER}{m[1]}.intermediate.dense."),
     (_BLOCK + r"mlp\.fc2\.", lambda m: f"{_HF_LAYER}{m[1]}.output.dense."),
-    (r"core\.core\.pretrained\.act_postprocess(\d)\.0\.project\.0\.",
-     lambda m: f"neck.reassemble_stage.readout_projects.{int(m[1]) - 1}.0."),
-    (r"core\.core\.pretrained\.act_postprocess(\d)\.3\.",
-     lambda m: f"neck.reassemble_stage.layers.{int(m[1]) - 1}.projection."),
-    (r"core\.core\.pretrained\.act_postprocess(\d)\.4\.",
-     lambda m: f"neck.reassemble_stage.layers.{int(m[1]) - 1}.resize."),
+    (
+        r"core\.core\.pretrained\.act_postprocess(\d)\.0\.project\.0\.",
+        lambda m: f"neck.reassemble_stage.readout_projects.{int(m[1]) - 1}.0.",
+    ),
+    (
+        r"core\.core\.pretrained\.act_postprocess(\d)\.3\.",
+        lambda m: f"neck.reassemble_stage.layers.{int(m[1]) - 1}.projection.",
+    ),
+    (
+        r"core\.core\.pretrained\.act_postprocess(\d)\.4\.",
+        lambda m: f"neck.reassemble_stage.layers.{int(m[1]) - 1}.resize.",
+    ),
     (r"core\.core\.scratch\.layer(\d)_rn\.", lambda m: f"neck.convs.{int(m[1]) - 1}."),
-    (r"core\.core\.scratch\.refinenet(\d)\.out_conv\.",
-     lambda m: f"neck.fusion_stage.layers.{4 - int(m[1])}.projection."),
-    (r"core\.core\.scratch\.refinenet(\d)\.resConfUnit(\d)\.conv(\d)\.",
-     lambda m: f"neck.fusion_stage.layers.{4 - int(m[1])}.residual_layer{m[2]}.convolution{m[3]}."),
+    (
+        r"core\.core\.scratch\.refinenet(\d)\.out_conv\.",
+        lambda m: f"neck.fusion_stage.layers.{4 - int(m[1])}.projection.",
+    ),
+    (
+        r"core\.core\.scratch\.refinenet(\d)\.resConfUnit(\d)\.conv(\d)\.",
+        lambda m: f"neck.fusion_stage.layers.{4 - int(m[1])}.residual_layer{m[2]}.convolution{m[3]}.",
+    ),
     (r"core\.core\.scratch\.output_conv\.([024])\.", lambda m: f"relative_head.conv{int(m[1]) // 2 + 1}."),
     (r"conv2\.", lambda m: "metric_head.conv2."),
     (r"mlp_classifier\.([02])\.", lambda m: f"metric_head.mlp_classifier.linear{int(m[1]) // 2 + 1}."),
-    (r"patch_transformer\.transformer_encoder\.layers\.(\d+)\.",
-     lambda m: f"metric_head.patch_transformer.transformer_encoder.{m[1]}."),
+    (
+        r"patch_transformer\.transformer_encoder\.layers\.(\d+)\.",
+        lambda m: f"metric_head.patch_transformer.transformer_encoder.{m[1]}.",
+    ),
     (r"patch_transformer\.embedding_convPxP\.", lambda m: "metric_head.patch_transformer.embedding_convPxP."),
-    (r"(seed_bin_regressors?(?:\.[a-z]+)?|seed_projector|projectors\.\d|attractors(?:\.[a-z]+)?\.\d)\._net\.([02])\.",
-     lambda m: f"metric_head.{m[1]}.conv{int(m[2]) // 2 + 1}."),
+    (
+        r"(seed_bin_regressors?(?:\.[a-z]+)?|seed_projector|projectors\.\d|attractors(?:\.[a-z]+)?\.\d)\._net\.([02])\.",
+        lambda m: f"metric_head.{m[1]}.conv{int(m[2]) // 2 + 1}.",
+    ),
     (r"(conditional_log_binomial(?:\.[a-z]+)?\.mlp\.\d)\.", lambda m: f"metric_head.{m[1]}."),
 ]
 
 # Official entries with no transformers counterpart: buffers HF recomputes (non-persistent there) and BEiT's
 # unused ImageNet head. official_to_model is where their contents are verified.
-_NOT_IN_HF = re.compile(re.escape(BEIT) + r"(blocks\.\d+\.attn\.relative_position_index$|fc_norm\.|head\.)"
-                        r"|.*log_binomial_transform\.(k_idx|K_minus_1)$")
+_NOT_IN_HF = re.compile(
+    re.escape(BEIT) + r"(blocks\.\d+\.attn\.relative_position_index$|fc_norm\.|head\.)"
+    r"|.*log_binomial_transform\.(k_idx|K_minus_1)$"
+)
 # HF buffers a template may carry (persistent in some transformers versions); values derive from the config.
 _HF_DERIVED = ("relative_position_index", "log_binomial_transform.k_idx", "log_binomial_transform.k_minus_1")
 
@@ -381,8 +442,7 @@ def _split3(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return q, k, v
 
 
-def official_to_hf(sd: Mapping[str, torch.Tensor],
-                   template: Mapping[str, torch.Tensor] | None = None) -> StateDict:
+def official_to_hf(sd: Mapping[str, torch.Tensor], template: Mapping[str, torch.Tensor] | None = None) -> StateDict:
     """Official ZoeDepth weights under transformers 4.x ``ZoeDepthForDepthEstimation`` names (inverse of
     ``hf_to_official``), so a transformers model can run the very same weights as ours.
 
@@ -416,7 +476,7 @@ def official_to_hf(sd: Mapping[str, torch.Tensor],
         for pattern, rename in _OFFICIAL_RENAMES:
             m = re.match(pattern, key)
             if m is not None:
-                out[rename(m) + key[m.end():]] = value
+                out[rename(m) + key[m.end() :]] = value
                 break
         else:
             unknown.append(key)
@@ -427,8 +487,12 @@ def official_to_hf(sd: Mapping[str, torch.Tensor],
     for key, value in template.items():
         if key not in out and key.endswith(_HF_DERIVED):
             out[key] = value
-    problems = state_dict_mismatches(template, out, missing="key(s) the transformers model needs are missing",
-                                     unexpected="key(s) the transformers model lacks")
+    problems = state_dict_mismatches(
+        template,
+        out,
+        missing="key(s) the transformers model needs are missing",
+        unexpected="key(s) the transformers model lacks",
+    )
     if problems:
         raise LayoutError("weights do not fit the transformers model: " + "; ".join(problems))
     return {k: out[k] for k in template}

@@ -33,8 +33,12 @@ FETCH_HINT = "fetch the official weights with `zoedepth-ros-weights fetch ZoeD_M
 
 
 # Integer buffers the official / transformers files legitimately carry; their values are checked by the layout rules.
-_INDEX_BUFFERS = ("relative_position_index", "log_binomial_transform.k_idx", "log_binomial_transform.K_minus_1",
-                  "log_binomial_transform.k_minus_1")
+_INDEX_BUFFERS = (
+    "relative_position_index",
+    "log_binomial_transform.k_idx",
+    "log_binomial_transform.K_minus_1",
+    "log_binomial_transform.k_minus_1",
+)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -84,20 +88,26 @@ def _torch_load(path: Path) -> object:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     is_zip, is_pickle = magic.startswith(b"PK"), magic[:1] == b"\x80"
     if not (is_zip or is_pickle):
-        raise CheckpointError(f"{path}: not a torch checkpoint (neither a zip archive nor a pickle); "
-                              f"{FETCH_HINT} or point to the right file")
+        raise CheckpointError(
+            f"{path}: not a torch checkpoint (neither a zip archive nor a pickle); "
+            f"{FETCH_HINT} or point to the right file"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refusing to unpickle it: {_unpickling_reason(e)}; only plain tensor "
-                              f"checkpoints are read, since anything else could run code from the file; "
-                              f"{FETCH_HINT} or point to the right file") from None
+        raise CheckpointError(
+            f"{path}: refusing to unpickle it: {_unpickling_reason(e)}; only plain tensor "
+            f"checkpoints are read, since anything else could run code from the file; "
+            f"{FETCH_HINT} or point to the right file"
+        ) from None
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         detail = _plain(str(e).splitlines()[0]) if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint, probably truncated or corrupt ({detail}); "
-                              f"delete it and {FETCH_HINT}") from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint, probably truncated or corrupt ({detail}); "
+            f"delete it and {FETCH_HINT}"
+        ) from None
 
 
 def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -137,15 +147,19 @@ def check_tensors(sd: Mapping[str, torch.Tensor], source: str | Path) -> None:
         if not value.is_floating_point() and not key.endswith(_INDEX_BUFFERS):
             wrong_dtype.setdefault(value.dtype, []).append(key)
     if wrong_dtype:
-        got = "; ".join(f"{str(dtype).removeprefix('torch.')} for: {key_list(keys)}"
-                        for dtype, keys in wrong_dtype.items())
-        raise CheckpointError(f"{source}: expected floating-point tensors, got {got}; this is not a ZoeDepth "
-                              "weights file or it was damaged")
+        got = "; ".join(
+            f"{str(dtype).removeprefix('torch.')} for: {key_list(keys)}" for dtype, keys in wrong_dtype.items()
+        )
+        raise CheckpointError(
+            f"{source}: expected floating-point tensors, got {got}; this is not a ZoeDepth "
+            "weights file or it was damaged"
+        )
     bad = [key for key, value in sd.items() if value.is_floating_point() and _non_finite(value)]
     if bad:
         what = "1 tensor holds" if len(bad) == 1 else f"{len(bad)} tensors hold"
-        raise CheckpointError(f"{source}: {what} NaN or Inf: {key_list(bad)}; the file is corrupt or was saved "
-                              "from a diverged run")
+        raise CheckpointError(
+            f"{source}: {what} NaN or Inf: {key_list(bad)}; the file is corrupt or was saved from a diverged run"
+        )
 
 
 def _read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -158,8 +172,9 @@ def _read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{config_file}: unreadable JSON ({e})") from None
     if hf_config.get("model_type") not in (None, "zoedepth"):
-        raise CheckpointError(f"{folder}: config.json is for model_type {hf_config.get('model_type')!r}, "
-                              "not 'zoedepth'")
+        raise CheckpointError(
+            f"{folder}: config.json is for model_type {hf_config.get('model_type')!r}, not 'zoedepth'"
+        )
     weights = folder / "model.safetensors"
     bin_file = folder / "pytorch_model.bin"
     _require_no_loop(weights)
@@ -171,8 +186,9 @@ def _read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
         try:
             return load_file(str(weights)), hf_config
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{weights}: unreadable safetensors file, probably truncated ({_plain(str(e))})"
-                                  ) from None
+            raise CheckpointError(
+                f"{weights}: unreadable safetensors file, probably truncated ({_plain(str(e))})"
+            ) from None
     if bin_file.is_file():
         return _as_state_dict(_torch_load(bin_file), bin_file), hf_config
     raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin next to config.json")
@@ -183,8 +199,10 @@ def read_checkpoint(source: str | Path, variant: str | None = None) -> tuple[dic
     path = Path(source).expanduser()
     _require_no_loop(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; {FETCH_HINT} or pass a path to a .pt file "
-                              "or a Hugging Face model folder")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; {FETCH_HINT} or pass a path to a .pt file "
+            "or a Hugging Face model folder"
+        )
     try:
         if path.is_dir():
             hf_sd, hf_config = _read_hf_folder(path)
@@ -195,8 +213,9 @@ def read_checkpoint(source: str | Path, variant: str | None = None) -> tuple[dic
             sd = _as_state_dict(_torch_load(path), path)
             check_tensors(sd, path)
             if any(k.startswith(("backbone.", "metric_head.")) for k in sd):
-                raise CheckpointError(f"{path}: this is a transformers state dict; point to its model folder "
-                                      "(with config.json) instead")
+                raise CheckpointError(
+                    f"{path}: this is a transformers state dict; point to its model folder (with config.json) instead"
+                )
             config = config_from_state_dict(sd, variant)
         return official_to_model(sd, config), config
     except ValueError as e:  # LayoutError, or a config the shapes describe that fails validation
@@ -213,14 +232,20 @@ def load_state(model: ZoeDepth, sd: Mapping[str, torch.Tensor], dtype: torch.dty
     not_float = [k for k, v in sd.items() if expected[k].is_floating_point() and not v.is_floating_point()]
     if not_float:
         dtypes = ", ".join(sorted({str(sd[k].dtype).removeprefix("torch.") for k in not_float}))
-        raise CheckpointError(f"checkpoint does not fit the model: expected floating-point tensors, got {dtypes} "
-                              f"for: {key_list(not_float)}")
+        raise CheckpointError(
+            f"checkpoint does not fit the model: expected floating-point tensors, got {dtypes} "
+            f"for: {key_list(not_float)}"
+        )
     cast = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(cast, strict=True, assign=assign)
 
 
-def load(source: str | Path, variant: str | None = None, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32) -> ZoeDepth:
+def load(
+    source: str | Path,
+    variant: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> ZoeDepth:
     """Build ZoeDepth from an official checkpoint or a Hugging Face folder, in eval mode.
 
     Args:

@@ -28,8 +28,11 @@ def inv_attractor(dx: torch.Tensor) -> torch.Tensor:
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, last: nn.Module | None, device=None, dtype=None) -> nn.Sequential:
-    layers = [nn.Conv2d(in_dim, hidden, 1, device=device, dtype=dtype), nn.ReLU(),
-              nn.Conv2d(hidden, out_dim, 1, device=device, dtype=dtype)]
+    layers = [
+        nn.Conv2d(in_dim, hidden, 1, device=device, dtype=dtype),
+        nn.ReLU(),
+        nn.Conv2d(hidden, out_dim, 1, device=device, dtype=dtype),
+    ]
     if last is not None:
         layers.append(last)
     return nn.Sequential(*layers)
@@ -43,8 +46,17 @@ class SeedBinRegressor(nn.Module):
     Returns (bins the attractors refine, metric centres); for "normed" the former are scaled to [0, 1].
     """
 
-    def __init__(self, in_dim: int, mlp_dim: int, n_bins: int, normed: bool, min_depth: float, max_depth: float,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        mlp_dim: int,
+        n_bins: int,
+        normed: bool,
+        min_depth: float,
+        max_depth: float,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.normed, self.min_depth, self.max_depth = normed, min_depth, max_depth
         self._net = _mlp(in_dim, mlp_dim, n_bins, nn.ReLU() if normed else nn.Softplus(), device, dtype)
@@ -80,16 +92,29 @@ class AttractorLayer(nn.Module):
     to metres, sorted and clipped to [min_depth, max_depth].
     """
 
-    def __init__(self, in_dim: int, mlp_dim: int, n_attractors: int, normed: bool, min_depth: float,
-                 max_depth: float, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        mlp_dim: int,
+        n_attractors: int,
+        normed: bool,
+        min_depth: float,
+        max_depth: float,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.n_attractors, self.normed = n_attractors, normed
         self.min_depth, self.max_depth = min_depth, max_depth
         out = 2 * n_attractors if normed else n_attractors
         self._net = _mlp(in_dim, mlp_dim, out, nn.ReLU() if normed else nn.Softplus(), device, dtype)
 
-    def forward(self, emb: torch.Tensor, prev_emb: torch.Tensor, bins: torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        emb: torch.Tensor,
+        prev_emb: torch.Tensor,
+        bins: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         a = self._net(emb + resize_to(prev_emb, emb.shape[-2:]))  # B, n(*2), h, w
         if self.normed:
             n, _, h, w = a.shape
@@ -130,8 +155,17 @@ def log_binomial_probs(p: torch.Tensor, t: torch.Tensor, n_bins: int) -> torch.T
 class ConditionalLogBinomial(nn.Module):
     """Per-pixel bin probabilities: an MLP predicts (p, t) from [features, bin embedding]."""
 
-    def __init__(self, in_dim: int, cond_dim: int, hidden: int, n_bins: int, min_temp: float, max_temp: float,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        cond_dim: int,
+        hidden: int,
+        n_bins: int,
+        min_temp: float,
+        max_temp: float,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.n_bins, self.min_temp, self.max_temp = n_bins, min_temp, max_temp
         self.mlp = nn.Sequential(

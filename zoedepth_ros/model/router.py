@@ -32,8 +32,9 @@ class PatchTransformerEncoder(nn.Module):
     def __init__(self, in_dim: int, cfg: RouterConfig, device=None, dtype=None) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        layer = nn.TransformerEncoderLayer(cfg.embed_dim, cfg.num_heads, dim_feedforward=cfg.ffn_dim,
-                                           dropout=0.0, batch_first=True, **kw)
+        layer = nn.TransformerEncoderLayer(
+            cfg.embed_dim, cfg.num_heads, dim_feedforward=cfg.ffn_dim, dropout=0.0, batch_first=True, **kw
+        )
         self.transformer_encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.embedding_convPxP = nn.Conv2d(in_dim, cfg.embed_dim, 1, **kw)
 
@@ -45,8 +46,11 @@ class PatchTransformerEncoder(nn.Module):
 
 
 def domain_classifier(dim: int, device=None, dtype=None) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, dim, device=device, dtype=dtype), nn.ReLU(),
-                         nn.Linear(dim, len(DOMAINS), device=device, dtype=dtype))
+    return nn.Sequential(
+        nn.Linear(dim, dim, device=device, dtype=dtype),
+        nn.ReLU(),
+        nn.Linear(dim, len(DOMAINS), device=device, dtype=dtype),
+    )
 
 
 def batch_domain(logits: torch.Tensor) -> torch.Tensor:

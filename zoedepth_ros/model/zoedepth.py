@@ -77,11 +77,13 @@ class ZoeDepth(nn.Module):
         def attractors(h):
             return nn.ModuleList(
                 AttractorLayer(m.bin_embedding_dim, m.attractor_mlp_dim, n, normed, h.min_depth, h.max_depth, **kw)
-                for n in m.n_attractors)
+                for n in m.n_attractors
+            )
 
         def clb(h):
-            return ConditionalLogBinomial(clb_in, m.bin_embedding_dim, m.clb_hidden_dim, m.n_bins,
-                                          m.min_temp, m.max_temp, **kw)
+            return ConditionalLogBinomial(
+                clb_in, m.bin_embedding_dim, m.clb_hidden_dim, m.n_bins, m.min_temp, m.max_temp, **kw
+            )
 
         multi = config.router is not None
         if multi:
@@ -92,7 +94,8 @@ class ZoeDepth(nn.Module):
             self.seed_bin_regressor = seed(m.heads[0])
         self.seed_projector = Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw)
         self.projectors = nn.ModuleList(
-            Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw) for _ in range(4))
+            Projector(d.features, m.projector_mlp_dim, m.bin_embedding_dim, **kw) for _ in range(4)
+        )
         # registration order = upstream state_dict order
         if multi:
             self.attractors = nn.ModuleDict({h.name: attractors(h) for h in m.heads})
@@ -125,8 +128,9 @@ class ZoeDepth(nn.Module):
             return None
         name = canonical_domain(domain)
         if name not in self.domains:
-            raise ValueError(f"this {self.config.variant.upper()} model has only the {self.domains} head(s); "
-                             f"cannot force {domain!r}")
+            raise ValueError(
+                f"this {self.config.variant.upper()} model has only the {self.domains} head(s); cannot force {domain!r}"
+            )
         return name
 
     def forward(self, x: torch.Tensor, domain: str | None = None, route_on_device: bool = False) -> dict:
@@ -177,11 +181,13 @@ class ZoeDepth(nn.Module):
 
     def _shared_embeddings(self, feats: DPTFeatures, bottleneck: torch.Tensor) -> list[torch.Tensor]:
         """Bin embeddings both heads read: the seed projection, then one per decoder level."""
-        return [self.seed_projector(bottleneck)] + [p(level) for p, level in zip(self.projectors, feats[3:],
-                                                                                   strict=True)]
+        return [self.seed_projector(bottleneck)] + [
+            p(level) for p, level in zip(self.projectors, feats[3:], strict=True)
+        ]
 
-    def _metric_head(self, name: str, feats: DPTFeatures, bottleneck: torch.Tensor,
-                     embeddings: list[torch.Tensor]) -> torch.Tensor:
+    def _metric_head(
+        self, name: str, feats: DPTFeatures, bottleneck: torch.Tensor, embeddings: list[torch.Tensor]
+    ) -> torch.Tensor:
         """Seed bins -> attractor refinement over the decoder levels -> log-binomial expectation, one head."""
         seed_regressor, attractors, clb = self._head(name)
         bins, centers = seed_regressor(bottleneck)
@@ -194,8 +200,9 @@ class ZoeDepth(nn.Module):
         centers = resize_to(centers, last.shape[-2:])
         return torch.sum(probs * centers, dim=1, keepdim=True)
 
-    def _infer_once(self, x: torch.Tensor, pad_input: bool, domain: str | None,
-                    route_on_device: bool) -> tuple[torch.Tensor, dict]:
+    def _infer_once(
+        self, x: torch.Tensor, pad_input: bool, domain: str | None, route_on_device: bool
+    ) -> tuple[torch.Tensor, dict]:
         pads = (0, 0)
         if pad_input:
             x, pads = pad_reflect(x)
@@ -204,8 +211,14 @@ class ZoeDepth(nn.Module):
         return depth, out
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True,
-                domain: str | None = None, route_on_device: bool = False) -> InferenceResult:
+    def predict(
+        self,
+        x: torch.Tensor,
+        pad_input: bool = True,
+        flip_aug: bool = True,
+        domain: str | None = None,
+        route_on_device: bool = False,
+    ) -> InferenceResult:
         """``infer`` plus the routing of each pass (flip passes route independently, as upstream).
 
         With ``route_on_device`` nothing here waits for the device (see ``forward``).
@@ -221,8 +234,9 @@ class ZoeDepth(nn.Module):
         indices = torch.stack([o["domain_index"] for o in outs])
         return InferenceResult(depth, indices, logits, domain is not None, self.domains)
 
-    def infer(self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True,
-              domain: str | None = None) -> torch.Tensor:
+    def infer(
+        self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True, domain: str | None = None
+    ) -> torch.Tensor:
         """Official ``infer()``: optional reflect padding and flip averaging; (B, 1, H, W) metres, float32."""
         return self.predict(x, pad_input=pad_input, flip_aug=flip_aug, domain=domain).depth
 

@@ -37,7 +37,7 @@ from ..weights import WeightsError, resolve_checkpoint
 
 
 def _size(text: str) -> tuple[int, int]:
-    """"640x480" -> (height, width)."""
+    """ "640x480" -> (height, width)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -54,6 +54,7 @@ def _list(choices):
         if bad or not items:
             raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}; got {text!r}")
         return items
+
     return parse
 
 
@@ -62,19 +63,36 @@ RANDOM_CHOICES = ("nk", "n", "k", "tiny-nk", "tiny-n", "tiny-k")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoedepth-ros-bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="zoedepth-ros-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", help="official name (ZoeD_M12_NK), .pt file or transformers folder")
-    weights.add_argument("--random", choices=RANDOM_CHOICES, default=None,
-                         help="random weights in the official layout (default: nk when no checkpoint is given)")
+    weights.add_argument(
+        "--random",
+        choices=RANDOM_CHOICES,
+        default=None,
+        help="random weights in the official layout (default: nk when no checkpoint is given)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--sizes", type=lambda t: [_size(s) for s in t.split(",")], default=[(480, 640), (720, 1280)],
-                   help="camera sizes WxH, comma-separated (default 640x480,1280x720; 512x384 adds the bare network)")
-    p.add_argument("--precisions", type=_list(tuple(PRECISIONS)), default=None,
-                   help="default: fp32,bf16,fp16 on CUDA, fp32,bf16 on CPU")
-    p.add_argument("--modes", type=_list(MODES), default=None,
-                   help="default: eager,cuda_graph on CUDA (add compile to try torch.compile), eager on CPU")
+    p.add_argument(
+        "--sizes",
+        type=lambda t: [_size(s) for s in t.split(",")],
+        default=[(480, 640), (720, 1280)],
+        help="camera sizes WxH, comma-separated (default 640x480,1280x720; 512x384 adds the bare network)",
+    )
+    p.add_argument(
+        "--precisions",
+        type=_list(tuple(PRECISIONS)),
+        default=None,
+        help="default: fp32,bf16,fp16 on CUDA, fp32,bf16 on CPU",
+    )
+    p.add_argument(
+        "--modes",
+        type=_list(MODES),
+        default=None,
+        help="default: eager,cuda_graph on CUDA (add compile to try torch.compile), eager on CPU",
+    )
     p.add_argument("--no-channels-last", action="store_true", help="keep convolution weights contiguous")
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
@@ -117,9 +135,16 @@ def _cpu_name() -> str:
 
 def _environment(device: torch.device, info: dict[str, Any]) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": str(device),
-            "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": platform.python_version(), "cpu_threads": torch.get_num_threads(), **info}
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        **info,
+    }
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -133,8 +158,11 @@ def _fmt(v: Any, digits: int = 2) -> str:
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        title,
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells[1:]]
     return "\n".join(lines)
 
@@ -142,39 +170,74 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
 def render(report: dict[str, Any]) -> str:
     """The human-readable tables of a report."""
     env = report["environment"]
-    parts = [f"zoedepth-ros-bench {env['date']}  {env['device_name']} ({env['device']})  torch {env['torch']}  "
-             f"weights {env['weights']}"]
+    parts = [
+        f"zoedepth-ros-bench {env['date']}  {env['device_name']} ({env['device']})  torch {env['torch']}  "
+        f"weights {env['weights']}"
+    ]
     model = report.get("model")
     if model:
-        rows = [[f"{r['width']}x{r['height']}", r["scope"], r["precision"], r["mode"],
-                 r.get("latency", {}).get("p50_ms"), r.get("latency", {}).get("p99_ms"), r.get("throughput_fps"),
-                 ("ok" if r["guard"]["passed"] else "FAIL") if "guard" in r else r.get("error", "")[:40],
-                 r["guard"]["mean_rel_diff"] if "guard" in r else None]
-                for r in model["rows"]]
-        parts.append(_table("(a) model latency, batch 1", ["size", "scope", "precision", "mode", "p50 ms", "p99 ms",
-                                                           "fps", "guard", "mean rel diff"], rows))
+        rows = [
+            [
+                f"{r['width']}x{r['height']}",
+                r["scope"],
+                r["precision"],
+                r["mode"],
+                r.get("latency", {}).get("p50_ms"),
+                r.get("latency", {}).get("p99_ms"),
+                r.get("throughput_fps"),
+                ("ok" if r["guard"]["passed"] else "FAIL") if "guard" in r else r.get("error", "")[:40],
+                r["guard"]["mean_rel_diff"] if "guard" in r else None,
+            ]
+            for r in model["rows"]
+        ]
+        parts.append(
+            _table(
+                "(a) model latency, batch 1",
+                ["size", "scope", "precision", "mode", "p50 ms", "p99 ms", "fps", "guard", "mean rel diff"],
+                rows,
+            )
+        )
     paths = report.get("paths")
     if paths:
         rows = []
         for e in paths["sizes"]:
             hf = e.get("transformers_default", {})
-            rows.append([f"{e['width']}x{e['height']}", e["ours_mode"], e["ours"]["p50_ms"],
-                         e["official_defaults_fp32"]["p50_ms"], hf.get("p50_ms"),
-                         e["speedup"].get("official_defaults_fp32"), e["speedup"].get("transformers_default")])
-        parts.append(_table("(c) image -> depth, p50 ms and speed-up of ours",
-                            ["size", "ours", "ours ms", "official fp32 ms", "transformers ms", "x official",
-                             "x transformers"], rows))
+            rows.append(
+                [
+                    f"{e['width']}x{e['height']}",
+                    e["ours_mode"],
+                    e["ours"]["p50_ms"],
+                    e["official_defaults_fp32"]["p50_ms"],
+                    hf.get("p50_ms"),
+                    e["speedup"].get("official_defaults_fp32"),
+                    e["speedup"].get("transformers_default"),
+                ]
+            )
+        parts.append(
+            _table(
+                "(c) image -> depth, p50 ms and speed-up of ours",
+                ["size", "ours", "ours ms", "official fp32 ms", "transformers ms", "x official", "x transformers"],
+                rows,
+            )
+        )
     e2e = report.get("end_to_end")
     if e2e:
         if "depth" in e2e:
             d, pts = e2e["depth"], e2e["points"]
-            rows = [[t, s.get("p50_ms"), s.get("p99_ms"), s.get("rate_hz"), s.get("received")]
-                    for t, s in (("depth/image", d), ("points", pts))]
+            rows = [
+                [t, s.get("p50_ms"), s.get("p99_ms"), s.get("rate_hz"), s.get("received")]
+                for t, s in (("depth/image", d), ("points", pts))
+            ]
             drops = e2e["dropped"]
-            parts.append(_table(f"(b) end to end {e2e['width']}x{e2e['height']} at {e2e['rate_hz']} Hz, "
-                                f"published {e2e['published_measured']}, latest-frame drops "
-                                f"{drops['latest_frame_rule']}, other {drops['other']}",
-                                ["topic", "p50 ms", "p99 ms", "rate Hz", "received"], rows))
+            parts.append(
+                _table(
+                    f"(b) end to end {e2e['width']}x{e2e['height']} at {e2e['rate_hz']} Hz, "
+                    f"published {e2e['published_measured']}, latest-frame drops "
+                    f"{drops['latest_frame_rule']}, other {drops['other']}",
+                    ["topic", "p50 ms", "p99 ms", "rate Hz", "received"],
+                    rows,
+                )
+            )
         else:
             parts.append(f"(b) end to end: {e2e.get('skipped') or e2e.get('error')}")
     host = report.get("host")
@@ -183,17 +246,40 @@ def render(report: dict[str, Any]) -> str:
         for label, item in host["sizes"].items():
             cloud = item["cloud"]
             t = item["total_ms"] or {}
-            rows.append([label, cloud["xyz"]["pack"]["p50_ms"], cloud["xyzrgb"]["pack"]["p50_ms"],
-                         (item["messages"].get("point_cloud_xyzrgb") or {}).get("p50_ms"),
-                         (item["publish"].get("point_cloud_xyzrgb") or {}).get("p50_ms"),
-                         t.get("xyz_gpu_cloud"), t.get("xyz"), t.get("xyzrgb")])
-        parts.append(_table("(d) host-side cost per frame, p50 ms (cloud packing on one core)",
-                            ["size", "pack xyz", "pack xyzrgb", "build xyzrgb msg", "publish xyzrgb",
-                             "total xyz (GPU cloud)", "total xyz", "total xyzrgb"], rows))
+            rows.append(
+                [
+                    label,
+                    cloud["xyz"]["pack"]["p50_ms"],
+                    cloud["xyzrgb"]["pack"]["p50_ms"],
+                    (item["messages"].get("point_cloud_xyzrgb") or {}).get("p50_ms"),
+                    (item["publish"].get("point_cloud_xyzrgb") or {}).get("p50_ms"),
+                    t.get("xyz_gpu_cloud"),
+                    t.get("xyz"),
+                    t.get("xyzrgb"),
+                ]
+            )
+        parts.append(
+            _table(
+                "(d) host-side cost per frame, p50 ms (cloud packing on one core)",
+                [
+                    "size",
+                    "pack xyz",
+                    "pack xyzrgb",
+                    "build xyzrgb msg",
+                    "publish xyzrgb",
+                    "total xyz (GPU cloud)",
+                    "total xyz",
+                    "total xyzrgb",
+                ],
+                rows,
+            )
+        )
     targets = report.get("targets", [])
     if targets:
-        rows = [[t["target"], t["limit"], t["measured"],
-                 {True: "PASS", False: "FAIL", None: "n/a"}[t["passed"]], t["note"]] for t in targets]
+        rows = [
+            [t["target"], t["limit"], t["measured"], {True: "PASS", False: "FAIL", None: "n/a"}[t["passed"]], t["note"]]
+            for t in targets
+        ]
         parts.append(_table("targets", ["target", "limit", "measured", "verdict", "note"], rows))
     return "\n\n".join(parts)
 
@@ -208,22 +294,48 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
     modes = args.modes or (["eager", "cuda_graph"] if cuda else ["eager"])
     channels_last = not args.no_channels_last
     model, info = _load_model(args, device)
-    report: dict[str, Any] = {"environment": _environment(device, info),
-                              "settings": {"sizes": [f"{w}x{h}" for h, w in args.sizes], "precisions": precisions,
-                                           "modes": modes, "channels_last": channels_last and cuda,
-                                           "iters": args.iters, "warmup": args.warmup}}
+    report: dict[str, Any] = {
+        "environment": _environment(device, info),
+        "settings": {
+            "sizes": [f"{w}x{h}" for h, w in args.sizes],
+            "precisions": precisions,
+            "modes": modes,
+            "channels_last": channels_last and cuda,
+            "iters": args.iters,
+            "warmup": args.warmup,
+        },
+    }
     if "model" in args.sections:
         log("(a) model latency")
-        report["model"] = {"rows": measure_modes(model, device, args.sizes, precisions, modes,
-                                                 channels_last=channels_last, warmup=args.warmup,
-                                                 iters=args.iters, log=log)}
+        report["model"] = {
+            "rows": measure_modes(
+                model,
+                device,
+                args.sizes,
+                precisions,
+                modes,
+                channels_last=channels_last,
+                warmup=args.warmup,
+                iters=args.iters,
+                log=log,
+            )
+        }
     if "paths" in args.sections:
         log("(c) image -> depth paths")
         camera_sizes = [s for s in args.sizes if s != (384, 512)] or args.sizes
-        report["paths"] = {"sizes": compare_paths(model, device, camera_sizes, report.get("model", {}).get("rows", []),
-                                                  channels_last=channels_last, warmup=min(args.warmup, 2),
-                                                  iters=max(1, args.iters // 5),
-                                                  with_transformers=not args.no_transformers, log=log)}
+        report["paths"] = {
+            "sizes": compare_paths(
+                model,
+                device,
+                camera_sizes,
+                report.get("model", {}).get("rows", []),
+                channels_last=channels_last,
+                warmup=min(args.warmup, 2),
+                iters=max(1, args.iters // 5),
+                with_transformers=not args.no_transformers,
+                log=log,
+            )
+        }
     if "e2e" in args.sections:
         log("(b) end to end over DDS")
         report["end_to_end"] = _end_to_end(args, model, device, info)
@@ -253,8 +365,9 @@ def _end_to_end(args, model: ZoeDepth, device: torch.device, info: dict[str, Any
             torch.save({"model": sd}, checkpoint)
             del sd
         try:
-            return run_end_to_end(checkpoint, params, width, height, args.e2e_rate, args.e2e_duration,
-                                  color=args.e2e_color)
+            return run_end_to_end(
+                checkpoint, params, width, height, args.e2e_rate, args.e2e_duration, color=args.e2e_color
+            )
         except Exception as e:  # the other sections still count
             return {"error": f"{type(e).__name__}: {e}", "width": width, "height": height, "rate_hz": args.e2e_rate}
 

@@ -78,10 +78,27 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    camera = ["-m", "zoedepth_ros.demo_camera", "--ros-args", "-p", f"rate:={args.rate}",
-              "-p", f"width:={args.width}", "-p", f"height:={args.height}"]
-    node = ["-m", "zoedepth_ros.node", "--ros-args", "-p", f"checkpoint:={args.checkpoint}",
-            "-p", f"device:={args.device}", *args.node_args]
+    camera = [
+        "-m",
+        "zoedepth_ros.demo_camera",
+        "--ros-args",
+        "-p",
+        f"rate:={args.rate}",
+        "-p",
+        f"width:={args.width}",
+        "-p",
+        f"height:={args.height}",
+    ]
+    node = [
+        "-m",
+        "zoedepth_ros.node",
+        "--ros-args",
+        "-p",
+        f"checkpoint:={args.checkpoint}",
+        "-p",
+        f"device:={args.device}",
+        *args.node_args,
+    ]
     return [("demo camera", [sys.executable, *camera]), ("zoedepth node", [sys.executable, *node])]
 
 
@@ -119,18 +136,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 procs.append(subprocess.Popen(cmd, env={"RCUTILS_LOGGING_BUFFERED_STREAM": "0", **os.environ}))
                 names.append(name)
         node = rclpy.create_node("zoedepth_demo_monitor")
-        node.create_subscription(Image, "depth/image", lambda m: seen["depth/image"].add(_depth_summary(m)),
-                                 qos_profile_sensor_data)
-        node.create_subscription(PointCloud2, "points", lambda m: seen["points"].add(_cloud_summary(m)),
-                                 qos_profile_sensor_data)
+        node.create_subscription(
+            Image, "depth/image", lambda m: seen["depth/image"].add(_depth_summary(m)), qos_profile_sensor_data
+        )
+        node.create_subscription(
+            PointCloud2, "points", lambda m: seen["points"].add(_cloud_summary(m)), qos_profile_sensor_data
+        )
         start = last_report = time.monotonic()
         while not stop.requested:
             rclpy.spin_once(node, timeout_sec=0.1)
             now = time.monotonic()
             if now - last_report >= REPORT_EVERY_S:
                 last_report = now
-                print(f"{PROG}: " + "; ".join(f"{topic} {s.rate():.1f} Hz ({s.count} so far; {s.last or 'waiting'})"
-                                              for topic, s in seen.items()), flush=True)
+                print(
+                    f"{PROG}: "
+                    + "; ".join(
+                        f"{topic} {s.rate():.1f} Hz ({s.count} so far; {s.last or 'waiting'})"
+                        for topic, s in seen.items()
+                    ),
+                    flush=True,
+                )
             ended = [name for name, p in zip(names, procs, strict=True) if p.poll() is not None]
             if ended:
                 print(f"{PROG}: the {ended[0]} exited; stopping", file=sys.stderr)

@@ -67,30 +67,71 @@ class Pair:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="PATH_OR_DIR",
-                   help="checkpoint file or directory, anything zoedepth_ros.model.load accepts")
+    p = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH_OR_DIR",
+        help="checkpoint file or directory, anything zoedepth_ros.model.load accepts",
+    )
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="folder of RGB + depth pairs")
-    p.add_argument("--dataset", choices=("nyu", "kitti"), default="nyu",
-                   help="protocol defaults: max depth, depth scale, crop (default: nyu)")
-    p.add_argument("--min-depth", type=float, default=DEFAULT_MIN_DEPTH, metavar="M",
-                   help=f"minimum valid depth in metres (default: {DEFAULT_MIN_DEPTH})")
-    p.add_argument("--max-depth", type=float, default=None, metavar="M",
-                   help="maximum valid depth in metres (default: 10 nyu, 80 kitti)")
-    p.add_argument("--crop", choices=("none", "garg", "eigen"), default=None,
-                   help="evaluation crop (default: eigen for nyu, garg for kitti)")
-    p.add_argument("--depth-scale", type=float, default=None, metavar="S",
-                   help="divisor for 16-bit depth PNGs (default: 1000 nyu, 256 kitti); unused for .npy")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
-                   help="inference device (default: auto = cuda if available)")
+    p.add_argument(
+        "--dataset",
+        choices=("nyu", "kitti"),
+        default="nyu",
+        help="protocol defaults: max depth, depth scale, crop (default: nyu)",
+    )
+    p.add_argument(
+        "--min-depth",
+        type=float,
+        default=DEFAULT_MIN_DEPTH,
+        metavar="M",
+        help=f"minimum valid depth in metres (default: {DEFAULT_MIN_DEPTH})",
+    )
+    p.add_argument(
+        "--max-depth",
+        type=float,
+        default=None,
+        metavar="M",
+        help="maximum valid depth in metres (default: 10 nyu, 80 kitti)",
+    )
+    p.add_argument(
+        "--crop",
+        choices=("none", "garg", "eigen"),
+        default=None,
+        help="evaluation crop (default: eigen for nyu, garg for kitti)",
+    )
+    p.add_argument(
+        "--depth-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="divisor for 16-bit depth PNGs (default: 1000 nyu, 256 kitti); unused for .npy",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="auto",
+        help="inference device (default: auto = cuda if available)",
+    )
     p.add_argument("--no-pad", action="store_true", help="disable the reflect-padding of the input")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
-    p.add_argument("--domain", choices=("auto", "nyu", "kitti"), default="auto",
-                   help="NK models: bin head to use (default: auto = the model's router decides)")
+    p.add_argument(
+        "--domain",
+        choices=("auto", "nyu", "kitti"),
+        default="auto",
+        help="NK models: bin head to use (default: auto = the model's router decides)",
+    )
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N pairs")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT",
-                   help="also write settings, per-image and mean metrics to this JSON file")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="also write settings, per-image and mean metrics to this JSON file",
+    )
     p.add_argument("--per-image", action="store_true", help="print a table row per image as well")
     return p
 
@@ -104,16 +145,14 @@ def find_pairs(folder: Path) -> tuple[list[Pair], list[str]]:
         if not path.is_file() or path.suffix.lower() not in RGB_SUFFIXES or path.stem.endswith(DEPTH_TAG):
             continue
         if path.stem in rgb_by_stem:
-            raise EvalError(f"two RGB images share the stem {path.stem!r}: {rgb_by_stem[path.stem].name}, "
-                            f"{path.name}")
+            raise EvalError(f"two RGB images share the stem {path.stem!r}: {rgb_by_stem[path.stem].name}, {path.name}")
         rgb_by_stem[path.stem] = path
     pairs, unpaired = [], []
     for stem, rgb in rgb_by_stem.items():
         candidates = [folder / f"{stem}{DEPTH_TAG}{ext}" for ext in (".png", ".npy")]
         found = [c for c in candidates if c.is_file()]
         if len(found) > 1:
-            raise EvalError(f"ambiguous ground truth for {rgb.name}: both {found[0].name} and "
-                            f"{found[1].name} exist")
+            raise EvalError(f"ambiguous ground truth for {rgb.name}: both {found[0].name} and {found[1].name} exist")
         if found:
             pairs.append(Pair(stem, rgb, found[0]))
         else:
@@ -183,8 +222,10 @@ def check_pair(pair: Pair) -> tuple[int, int]:
     else:
         depth_hw = _image_size(pair.depth, "depth image")
     if tuple(depth_hw) != rgb_hw:
-        raise EvalError(f"size mismatch for {pair.name}: RGB is {rgb_hw[0]}x{rgb_hw[1]} but depth is "
-                        f"{'x'.join(map(str, depth_hw))} (H x W)")
+        raise EvalError(
+            f"size mismatch for {pair.name}: RGB is {rgb_hw[0]}x{rgb_hw[1]} but depth is "
+            f"{'x'.join(map(str, depth_hw))} (H x W)"
+        )
     return rgb_hw
 
 
@@ -210,8 +251,7 @@ def run(args: argparse.Namespace) -> int:
     pairs, unpaired = find_pairs(args.data)
     if unpaired:
         shown = ", ".join(unpaired[:5]) + (", ..." if len(unpaired) > 5 else "")
-        print(f"{PROG}: warning: {len(unpaired)} RGB image(s) without ground truth skipped: {shown}",
-              file=sys.stderr)
+        print(f"{PROG}: warning: {len(unpaired)} RGB image(s) without ground truth skipped: {shown}", file=sys.stderr)
     if args.limit is not None:
         pairs = pairs[: args.limit]
     for pair in pairs:  # fail fast, before the (slow) model load, on unreadable or mismatched files
@@ -244,33 +284,43 @@ def run(args: argparse.Namespace) -> int:
         rgb = read_rgb(pair.rgb)
         gt = read_depth(pair.depth, depth_scale)
         if rgb.shape[:2] != gt.shape:
-            raise EvalError(f"size mismatch for {pair.name}: RGB is {rgb.shape[0]}x{rgb.shape[1]} but depth "
-                            f"is {gt.shape[0]}x{gt.shape[1]} (H x W)")
+            raise EvalError(
+                f"size mismatch for {pair.name}: RGB is {rgb.shape[0]}x{rgb.shape[1]} but depth "
+                f"is {gt.shape[0]}x{gt.shape[1]} (H x W)"
+            )
         x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32) / 255.0
         with torch.inference_mode():
             pred = model.infer(x, pad_input=not args.no_pad, flip_aug=not args.no_flip, domain=domain)
         try:
-            metrics = compute_metrics(pred[0, 0].float().cpu(), gt, min_depth=args.min_depth,
-                                      max_depth=max_depth, crop=crop, dataset=dataset)
+            metrics = compute_metrics(
+                pred[0, 0].float().cpu(), gt, min_depth=args.min_depth, max_depth=max_depth, crop=crop, dataset=dataset
+            )
         except ValueError as exc:
             raise EvalError(f"{pair.name}: {exc}") from exc
         results.append((pair.name, metrics))
 
     empty = [name for name, m in results if m.is_empty]
     if len(empty) == len(results):
-        raise EvalError(f"none of the {len(results)} ground-truth maps has a valid pixel in "
-                        f"({args.min_depth}, {max_depth}) m with crop {crop or 'none'}; check --depth-scale")
+        raise EvalError(
+            f"none of the {len(results)} ground-truth maps has a valid pixel in "
+            f"({args.min_depth}, {max_depth}) m with crop {crop or 'none'}; check --depth-scale"
+        )
     mean = aggregate(m for _, m in results)
 
     variant = getattr(getattr(model, "config", None), "variant", "?")
     print(f"checkpoint: {args.checkpoint} (variant {variant}), device {device}, domain {args.domain}")
-    print(f"protocol: {dataset}, depth ({args.min_depth}, {max_depth}) m, crop {crop or 'none'}, "
-          f"pad {not args.no_pad}, flip {not args.no_flip}")
-    print(f"evaluated {mean.n_images} image(s)" + (f"; {len(empty)} without valid pixels skipped: "
-                                                   f"{', '.join(empty)}" if empty else ""))
+    print(
+        f"protocol: {dataset}, depth ({args.min_depth}, {max_depth}) m, crop {crop or 'none'}, "
+        f"pad {not args.no_pad}, flip {not args.no_flip}"
+    )
+    print(
+        f"evaluated {mean.n_images} image(s)"
+        + (f"; {len(empty)} without valid pixels skipped: {', '.join(empty)}" if empty else "")
+    )
     if mean.n_nonfinite:
-        print(f"{PROG}: warning: {mean.n_nonfinite} pixel(s) with non-finite predictions were excluded",
-              file=sys.stderr)
+        print(
+            f"{PROG}: warning: {mean.n_nonfinite} pixel(s) with non-finite predictions were excluded", file=sys.stderr
+        )
     rows = [*results, ("mean", mean)] if args.per_image else [("mean", mean)]
     print(format_table(rows))
 
@@ -279,9 +329,15 @@ def run(args: argparse.Namespace) -> int:
             "checkpoint": str(args.checkpoint),
             "variant": variant,
             "settings": {
-                "dataset": dataset, "min_depth": args.min_depth, "max_depth": max_depth, "crop": crop,
-                "depth_scale": depth_scale, "pad_input": not args.no_pad, "flip_aug": not args.no_flip,
-                "domain": domain, "device": device,
+                "dataset": dataset,
+                "min_depth": args.min_depth,
+                "max_depth": max_depth,
+                "crop": crop,
+                "depth_scale": depth_scale,
+                "pad_input": not args.no_pad,
+                "flip_aug": not args.no_flip,
+                "domain": domain,
+                "device": device,
             },
             "per_image": [{"name": name, **_json_metrics(m)} for name, m in results],
             "mean": _json_metrics(mean),

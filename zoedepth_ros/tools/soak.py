@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--checkpoint", help="official name, .pt file or HF folder")
     weights.add_argument("--random", choices=("tiny-nk", "nk"), help="random weights in the official layout")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--minutes", type=float, default=30.0,
-                   help=f"length of the run (default 30, at most {MAX_MINUTES:g})")
+    p.add_argument(
+        "--minutes", type=float, default=30.0, help=f"length of the run (default 30, at most {MAX_MINUTES:g})"
+    )
     p.add_argument("--warmup-minutes", type=float, default=2.0, help="excluded from the RSS slope (default 2)")
     p.add_argument("--window-minutes", type=float, default=5.0, help="latency windows at start and end (default 5)")
     p.add_argument("--rate", type=float, default=5.0, help="camera rate in Hz (default 5)")
@@ -68,9 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size must be WxH, got {args.size!r}")
     workdir = Path(tempfile.mkdtemp(prefix="zoedepth_soak_"))
     checkpoint = args.checkpoint or _random_checkpoint(args.random, workdir)
-    cfg = SoakConfig(checkpoint=checkpoint, device=args.device, rate=args.rate, width=width, height=height,
-                     duration_s=60 * args.minutes, warmup_s=60 * args.warmup_minutes,
-                     window_s=60 * args.window_minutes, sample_s=args.sample_seconds)
+    cfg = SoakConfig(
+        checkpoint=checkpoint,
+        device=args.device,
+        rate=args.rate,
+        width=width,
+        height=height,
+        duration_s=60 * args.minutes,
+        warmup_s=60 * args.warmup_minutes,
+        window_s=60 * args.window_minutes,
+        sample_s=args.sample_seconds,
+    )
     try:
         report = run_soak(cfg, log=lambda m: print(m, file=sys.stderr, flush=True), workdir=workdir)
     except RuntimeError as e:

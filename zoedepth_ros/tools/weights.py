@@ -73,10 +73,19 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         url = release.url_for(args.base_url or os.environ.get(W.BASE_URL_ENV))
         progress = not args.quiet and sys.stderr.isatty()
         report = _FetchReport(args, release, url, bar=progress)
-        path = W.fetch(release, sha256=args.sha256, base_url=args.base_url, force=args.force,
-                       progress=progress, timeout=args.timeout, retries=args.retries,
-                       stall_timeout=args.stall_timeout, deadline=args.deadline,
-                       on_progress=report.progress, on_note=report.note)
+        path = W.fetch(
+            release,
+            sha256=args.sha256,
+            base_url=args.base_url,
+            force=args.force,
+            progress=progress,
+            timeout=args.timeout,
+            retries=args.retries,
+            stall_timeout=args.stall_timeout,
+            deadline=args.deadline,
+            on_progress=report.progress,
+            on_note=report.note,
+        )
         _info(args, f"verified {release.name}: variant '{release.variant}', sha256 {W.recorded_sha256(path)}")
     print(path)
     return 0
@@ -129,8 +138,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         hash_note = f"matches the {result.sha256_source} hash"
     if result.recorded:
         hash_note += "; recorded it for later checks"
-    print(f"OK {result.path}: variant '{result.variant}', {_human(result.size)}, "
-          f"sha256 {result.sha256} ({hash_note})")
+    print(f"OK {result.path}: variant '{result.variant}', {_human(result.size)}, sha256 {result.sha256} ({hash_note})")
     return 0
 
 
@@ -138,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Fetch, list and verify the official ZoeDepth checkpoints. Cache: "
-                    f"${W.CACHE_ENV}, else $XDG_CACHE_HOME/zoedepth_ros, else ~/.cache/zoedepth_ros.",
+        f"${W.CACHE_ENV}, else $XDG_CACHE_HOME/zoedepth_ros, else ~/.cache/zoedepth_ros.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     names = ", ".join(r.name for r in W.RELEASES)
@@ -148,19 +156,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", metavar="HEX", help="reject the download unless it has this SHA-256")
     p.add_argument("--force", action="store_true", help="download again even when already cached")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages, only the path")
-    p.add_argument("--base-url", metavar="URL",
-                   help=f"download from URL/<name>.pt instead of GitHub (also ${W.BASE_URL_ENV})")
-    p.add_argument("--timeout", type=_seconds, default=W.DEFAULT_TIMEOUT,
-                   help="seconds per connect / socket read; a silent connection is resumed on a new one "
-                        f"(default {W.DEFAULT_TIMEOUT:g})")
-    p.add_argument("--retries", type=int, default=W.DEFAULT_RETRIES,
-                   help="consecutive failed attempts without progress before giving up")
-    p.add_argument("--stall-timeout", type=_seconds, default=W.DEFAULT_STALL_TIMEOUT, metavar="S",
-                   help=f"give up when less than {W.STALL_MIN_BYTES // 1024} KiB arrived in S seconds, across "
-                        f"reconnects; the partial file is kept to resume (default {W.DEFAULT_STALL_TIMEOUT:g})")
-    p.add_argument("--deadline", type=_seconds, default=None, metavar="S",
-                   help="give up when the download has not finished after S seconds; the partial file is kept "
-                        "to resume (default: no deadline)")
+    p.add_argument(
+        "--base-url", metavar="URL", help=f"download from URL/<name>.pt instead of GitHub (also ${W.BASE_URL_ENV})"
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=W.DEFAULT_TIMEOUT,
+        help="seconds per connect / socket read; a silent connection is resumed on a new one "
+        f"(default {W.DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=W.DEFAULT_RETRIES,
+        help="consecutive failed attempts without progress before giving up",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=W.DEFAULT_STALL_TIMEOUT,
+        metavar="S",
+        help=f"give up when less than {W.STALL_MIN_BYTES // 1024} KiB arrived in S seconds, across "
+        f"reconnects; the partial file is kept to resume (default {W.DEFAULT_STALL_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="give up when the download has not finished after S seconds; the partial file is kept "
+        "to resume (default: no deadline)",
+    )
     p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("list", help="show the official checkpoints and what is cached")
