@@ -47,8 +47,7 @@ def setup(tiny_checkpoint, tmp_path_factory, monkeypatch_module):
         CompressedImage, "image/compressed", QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
     )
     try:
-        graph.wait(lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, "compressed subscription", 90)
-        assert proc.poll() is None, log.read_text()
+        graph.wait_for_node(proc, log, publisher=pub)
         yield graph, pub, proc, log
     finally:
         graph.close()

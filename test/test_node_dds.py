@@ -109,6 +109,17 @@ class Graph:
     def wait(self, predicate, what: str, timeout: float = 60.0) -> None:
         wait_until(predicate, timeout, self.spin, what)
 
+    def wait_for_node(self, proc, log, publisher=None, timeout: float = 90.0) -> None:
+        """Wait until the node (process ``proc``, output in ``log``) subscribes to ``publisher``'s topic (default:
+        our image publisher); fail with its log if it exits first."""
+        pub = self.pub_image if publisher is None else publisher
+        self.wait(
+            lambda: pub.get_subscription_count() > 0 or proc.poll() is not None,
+            f"the node's {pub.topic_name} subscription",
+            timeout,
+        )
+        assert proc.poll() is None, log.read_text()
+
     def send(self, pixels: np.ndarray, stamp_ns: int, **info_kw) -> None:
         self.pub_info.publish(info_msg(stamp_ns, **info_kw))
         self.pub_image.publish(image_msg(pixels, stamp_ns))
@@ -181,12 +192,7 @@ def graph(node_process):
     g = Graph()
     proc, log = node_process
     try:
-        g.wait(
-            lambda: g.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-            "the node's image subscription",
-            timeout=90,
-        )
-        assert proc.poll() is None, log.read_text()
+        g.wait_for_node(proc, log)
         yield g
     finally:
         g.close()

@@ -47,12 +47,7 @@ def test_out_of_memory_frames_are_dropped_then_the_node_steps_down(tiny_checkpoi
         )
     graph = Graph()
     try:
-        graph.wait(
-            lambda: graph.pub_image.get_subscription_count() > 0 or node.poll() is not None,
-            "the node's image subscription",
-            90,
-        )
-        assert node.poll() is None, log.read_text()
+        graph.wait_for_node(node, log)
         pixels = rgb_image(3)
         msg = graph.request(pixels, 1_700_004_000_000_000_000)  # re-sent until one comes through
         graph.wait(

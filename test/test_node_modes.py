@@ -38,12 +38,7 @@ def bf16_node(tiny_checkpoint, tmp_path_factory):
     )
     graph = Graph()
     try:
-        graph.wait(
-            lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-            "the node's image subscription",
-            90,
-        )
-        assert proc.poll() is None, log.read_text()
+        graph.wait_for_node(proc, log)
         yield graph, log
     finally:
         graph.close()

@@ -50,12 +50,7 @@ def pairing_graph(tiny_checkpoint, tmp_path_factory):
     )
     graph = Graph()
     try:
-        graph.wait(
-            lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-            "the node's image subscription",
-            90,
-        )
-        assert proc.poll() is None, log.read_text()
+        graph.wait_for_node(proc, log)
         graph.request(rgb_image(0), 1_700_001_000_000_000_000)  # matched and flowing
         yield graph, log
     finally:

@@ -63,12 +63,7 @@ def running_node(env, tiny_checkpoint, tmp_path):
     log = tmp_path / "node.log"
     proc = start(env, tiny_checkpoint("nk"), log)
     graph = Graph()
-    graph.wait(
-        lambda: graph.pub_image.get_subscription_count() > 0 or proc.poll() is not None,
-        "the node's image subscription",
-        90,
-    )
-    assert proc.poll() is None, log.read_text()
+    graph.wait_for_node(proc, log)
     return proc, graph, log
 
 

@@ -83,12 +83,7 @@ def fresh_node(tiny_checkpoint, tmp_path, monkeypatch):
     )
     graph = Graph()
     try:
-        graph.wait(
-            lambda: graph.pub_info.get_subscription_count() > 0 or proc.poll() is not None,
-            "the node's camera_info subscription",
-            90,
-        )
-        assert proc.poll() is None, log.read_text()
+        graph.wait_for_node(proc, log, publisher=graph.pub_info)
         yield graph, proc, log
     finally:
         graph.close()

@@ -87,11 +87,7 @@ def test_frames_without_valid_depth_are_counted_and_warned(ros, tiny_checkpoint,
     )
     graph = Graph()
     try:
-        graph.wait(
-            lambda: graph.pub_image.get_subscription_count() > 0 or node.poll() is not None,
-            "the node's image subscription",
-            90,
-        )
+        graph.wait_for_node(node, log)
         graph.request(rgb_image(0), 1_700_003_000_000_000_000)  # still published: NaN is REP 118's "no depth"
         graph.wait(
             lambda: int(diagnostics(graph).get("frames with no valid depth", 0)) > 0, "the count in diagnostics", 10
