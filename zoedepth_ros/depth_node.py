@@ -16,7 +16,7 @@ import gc
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -474,30 +474,24 @@ class ZoeDepthNode(LifecycleNode):
             worker.put(PendingFrame(image.raw, image.encoding, image.header, info, intrinsics, image.received))
 
     def _on_image(self, msg: Image) -> None:
-        now = time.monotonic()
-        self.input_times["image"].append(now)
-        self.received["image"] += 1
-        if not self._wanted():
-            return
-        try:
-            raw = image_array_from_msg(msg)
-        except ImageError as e:
-            self._drop("bad_image", str(e))
-            return
-        self._pair_image(RawImage(raw, msg.encoding, msg.header, now))
+        self._receive(msg.header, "bad_image", lambda: (image_array_from_msg(msg), msg.encoding))
 
     def _on_compressed(self, msg: CompressedImage) -> None:
+        self._receive(msg.header, "bad_compressed", lambda: (decode_compressed(msg.format, msg.data), "rgb8"))
+
+    def _receive(self, header, reason: str, decode: Callable[[], tuple[np.ndarray, str]]) -> None:
+        """Count an arriving image; decode it (``reason`` names the drop if that fails) only if it is wanted."""
         now = time.monotonic()
         self.input_times["image"].append(now)
         self.received["image"] += 1
         if not self._wanted():
             return
         try:
-            raw = decode_compressed(msg.format, msg.data)
+            raw, encoding = decode()
         except ImageError as e:
-            self._drop("bad_compressed", str(e))
+            self._drop(reason, str(e))
             return
-        self._pair_image(RawImage(raw, "rgb8", msg.header, now))
+        self._pair_image(RawImage(raw, encoding, header, now))
 
     # ------------------------------------------------------------------ work (worker threads)
 
