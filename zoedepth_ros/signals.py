@@ -35,17 +35,11 @@ class StopSignals:
         self._interruptible = 0
         self._stopping = False
         self.received: list[str] = []
-        self._previous: dict[int, object] = {}
 
     def install(self) -> StopSignals:
         for sig in HANDLED:
-            self._previous[sig] = signal.signal(sig, self._handle)
+            signal.signal(sig, self._handle)
         return self
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
     @property
     def requested(self) -> bool:
@@ -54,9 +48,6 @@ class StopSignals:
     def request(self) -> None:
         """Ask for a stop from code (e.g. a lifecycle shutdown transition)."""
         self._event.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
 
     def stopping(self) -> None:
         """Shutdown has begun: from now on signals are ignored, whatever phase the code is in.
