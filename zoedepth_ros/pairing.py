@@ -143,15 +143,9 @@ class StampPairer(Generic[I, C]):
         if self.stats.tolerance <= self.stats.exact:
             self.stats.infos_without_image += 1
 
-    def _paired(self, pending: _Pending[I], info: C, exact: bool, now: float) -> Paired[I, C]:
-        waited = max(0.0, now - pending.since)
-        if exact:
-            self.stats.exact += 1
-        else:
-            self.stats.tolerance += 1
-        if waited > 0:
-            self.stats.max_wait = max(self.stats.max_wait, waited)
-        return Paired(pending.image, info, exact, waited)
+    @staticmethod
+    def _paired(pending: _Pending[I], info: C, exact: bool, now: float) -> Paired[I, C]:
+        return Paired(pending.image, info, exact, max(0.0, now - pending.since))
 
     def _unpaired(self, image: I, reason: str, message: str) -> Unpaired[I]:
         self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + 1
@@ -187,13 +181,15 @@ class StampPairer(Generic[I, C]):
         return out
 
     def _newest_wins(self, out: list[Paired[I, C] | Unpaired[I]]) -> list[Paired[I, C] | Unpaired[I]]:
-        """Of several frames paired at once, only the newest goes on; the older ones are superseded."""
+        """Of several frames paired at once, only the newest goes on (and is counted); the older are superseded."""
         paired = [i for i, r in enumerate(out) if isinstance(r, Paired)]
         for i in paired[:-1]:
-            r = out[i]
+            out[i] = self._unpaired(out[i].image, "superseded", "a newer frame was paired at the same time")
+        if paired:
+            r = out[paired[-1]]
             if r.exact:
-                self.stats.exact -= 1
+                self.stats.exact += 1
             else:
-                self.stats.tolerance -= 1
-            out[i] = self._unpaired(r.image, "superseded", "a newer frame was paired at the same time")
+                self.stats.tolerance += 1
+            self.stats.max_wait = max(self.stats.max_wait, r.waited)
         return out
