@@ -15,7 +15,6 @@ from zoedepth_ros.accuracy import (
     mean_relative_difference,
     probe_images,
     reference_results,
-    select_fast_mode,
 )
 from zoedepth_ros.model import set_precision
 
@@ -73,25 +72,6 @@ def test_a_routing_flip_fails_even_with_close_depth(nk, images):
         ref, lambda x: nk.predict(x, flip_aug=False, domain=other if x is images[0] else None), images, "flipped"
     )
     assert not report.passed and not report.routing_identical and "routing differs" in report.reason
-
-
-def test_select_fast_mode_keeps_a_passing_precision():
-    model = tiny_model("n", seed=1)  # one head: routing cannot differ, depth is within 1 % in bf16
-    runner, reports = select_fast_mode(model, CPU, ["bf16"], "eager", probe_size=(48, 64))
-    assert runner.precision == "bf16" and reports[0].passed and 0 < reports[0].mean_rel_diff < MAX_MEAN_REL_DIFF
-    assert next(model.parameters()).dtype == torch.float32  # the fp32 model itself was not converted
-
-
-def test_select_fast_mode_falls_back_to_fp32_when_the_guard_fails():
-    model = tiny_model("n", seed=1)
-    runner, reports = select_fast_mode(
-        model, CPU, ["bf16", "fp16"], "eager", probe_size=(48, 64), max_mean_rel_diff=1e-9
-    )
-    assert [r.passed for r in reports] == [False, False]
-    assert runner.precision == "fp32" and runner.model is model
-    images = probe_images(48, 64)
-    expected = model.predict(images[0], flip_aug=False).depth
-    assert torch.equal(runner(images[0]).depth, expected)
 
 
 def test_guard_catches_fp16_overflow_without_islands(images):

@@ -2,12 +2,11 @@
 
 The reference is the fp32 eager model on the same inputs. Depth is compared by the mean relative difference over
 the pixels where both are finite and positive, per image; the worst image decides. Routing must pick the same
-head on every image and pass. ``select_fast_mode`` is how the node chooses a precision when asked for "auto".
+head on every image and pass. ``engine.Engine`` runs it for each reduced-precision rung when precision is "auto".
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -15,8 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .model import InferenceResult, ZoeDepth, set_precision
-from .runtime import DepthRunner
+from .model import InferenceResult, ZoeDepth
 
 MAX_MEAN_REL_DIFF = 0.01
 PROBE_SIZE = (480, 640)  # height, width: the most common robot camera size
@@ -104,45 +102,6 @@ def reference_results(
 ) -> list[InferenceResult]:
     """fp32 eager results (the model must be in fp32)."""
     return [model.predict(image, pad_input=pad_input, flip_aug=flip_aug) for image in images]
-
-
-def select_fast_mode(
-    model: ZoeDepth,
-    device: torch.device,
-    precisions: Sequence[str],
-    mode: str,
-    channels_last: bool = False,
-    pad_input: bool = True,
-    flip_aug: bool = False,
-    probe_size: tuple[int, int] = PROBE_SIZE,
-    max_mean_rel_diff: float = MAX_MEAN_REL_DIFF,
-) -> tuple[DepthRunner, list[GuardReport]]:
-    """The first of ``precisions`` whose runner passes the guard, else fp32; plus every report.
-
-    ``model`` must be fp32; a candidate is a copy of it (the fp32 weights stay available for the fallback).
-    """
-    images = probe_images(*probe_size, device=device)
-    with torch.inference_mode():
-        reference = reference_results(model, images, pad_input, flip_aug)
-    reports = []
-    for precision in precisions:
-        if precision == "fp32":
-            break
-        candidate = set_precision(copy.deepcopy(model), precision)
-        runner = DepthRunner(candidate, device, mode=mode, channels_last=channels_last)
-        report = guard(
-            reference,
-            lambda x, r=runner: settled(r(x, pad_input=pad_input, flip_aug=flip_aug)),
-            images,
-            runner.describe(),
-            max_mean_rel_diff,
-        )
-        reports.append(report)
-        if report.passed:
-            return runner, reports
-        log.warning("not using %s: %s", runner.describe(), report.reason)
-        del candidate, runner
-    return DepthRunner(model, device, mode=mode, channels_last=channels_last), reports
 
 
 def settled(result: InferenceResult) -> InferenceResult:
