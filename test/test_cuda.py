@@ -13,7 +13,7 @@ import torch
 from model_fixtures import tiny_model
 
 from zoedepth_ros.accuracy import guard, probe_images, reference_results, settled
-from zoedepth_ros.geometry import Intrinsics
+from zoedepth_ros.intrinsics import Intrinsics
 from zoedepth_ros.model import set_precision
 from zoedepth_ros.pipeline import IN_FLIGHT, DepthPipeline, Settings
 from zoedepth_ros.runtime import DepthRunner

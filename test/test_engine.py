@@ -25,7 +25,7 @@ from zoedepth_ros.engine import (
     classify,
     plan_ladder,
 )
-from zoedepth_ros.geometry import Intrinsics
+from zoedepth_ros.intrinsics import Intrinsics
 from zoedepth_ros.model import ZoeDepth, set_precision, tiny_config
 from zoedepth_ros.pipeline import PINNED_PROBE_BYTES, PinnedMemoryError, Settings
 from zoedepth_ros.runtime import CaptureError, CompileError, DepthRunner

@@ -9,20 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from zoedepth_ros.geometry import (
+from zoedepth_ros.cloud import (
     FLOAT32,
     POINT_STEP_XYZ,
     POINT_STEP_XYZRGB,
-    CameraInfoError,
-    Intrinsics,
-    camera_info_fields,
     cloud_fields,
-    colorize_depth,
     depth_to_cloud,
     depth_to_points,
-    fill_camera_info,
     pack_points,
 )
+from zoedepth_ros.colormap import colorize_depth
+from zoedepth_ros.intrinsics import CameraInfoError, Intrinsics, camera_info_fields, fill_camera_info
 
 NAN = math.nan
 

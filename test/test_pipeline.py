@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_fixtures import tiny_model
 
-from zoedepth_ros.geometry import Intrinsics
+from zoedepth_ros.intrinsics import Intrinsics
 from zoedepth_ros.pipeline import DepthPipeline, Settings
 from zoedepth_ros.runtime import DepthRunner
 

@@ -330,8 +330,9 @@ class _DemoCamera:
     def __init__(self, context: Any = None) -> None:
         import rclpy
         from rcl_interfaces.msg import ParameterDescriptor
-        from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
+
+        from .qos import profile
 
         self.node = rclpy.create_node(NODE_NAME, context=context)
         defaults = DemoConfig()
@@ -344,12 +345,7 @@ class _DemoCamera:
 
         # Reliable serves both reliable and best-effort subscribers (the depth node's default); a short queue
         # keeps a slow subscriber from buffering stale frames.
-        qos = QoSProfile(
-            history=QoSHistoryPolicy.KEEP_LAST,
-            depth=5,
-            reliability=QoSReliabilityPolicy.RELIABLE,
-            durability=QoSDurabilityPolicy.VOLATILE,
-        )
+        qos = profile("reliable", 5)
         self.pub_image = self.node.create_publisher(Image, "image", qos)
         self.pub_info = self.node.create_publisher(CameraInfo, "camera_info", qos)
         cfg = self.config

@@ -29,15 +29,15 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_policy_name_from_kind
+from rclpy.qos import qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from . import messages
+from . import messages, qos
 from .device import resolve_device
 from .encodings import ImageError, check_size, decode_compressed, image_array_from_msg
 from .engine import DROPPED_KINDS, Engine, EngineError, FrameDropped
 from .errors import StartupError
-from .geometry import CameraInfoError, Intrinsics
+from .intrinsics import CameraInfoError, Intrinsics
 from .model import CheckpointError, load
 from .pairing import Paired, StampPairer, Unpaired
 from .params import BY_NAME, PARAMS, validate
@@ -85,15 +85,6 @@ def _descriptor(p, managed: bool) -> ParameterDescriptor:
     elif p.low is not None and isinstance(p.default, int):
         d.integer_range = [IntegerRange(from_value=int(p.low), to_value=int(p.high), step=1)]
     return d
-
-
-def _qos(reliability: str, depth: int) -> QoSProfile:
-    return QoSProfile(
-        history=QoSHistoryPolicy.KEEP_LAST,
-        depth=depth,
-        durability=QoSDurabilityPolicy.VOLATILE,
-        reliability=(QoSReliabilityPolicy.RELIABLE if reliability == "reliable" else QoSReliabilityPolicy.BEST_EFFORT),
-    )
 
 
 def _rate(times: deque[float]) -> float:
@@ -270,7 +261,7 @@ class ZoeDepthNode(LifecycleNode):
         except (ValueError, EngineError) as e:
             raise StartupError(str(e)) from None
         logger.info(f"loaded ZoeD_{self.variant.upper()} from {path} on {self.device} ({self.engine.describe()})")
-        out_qos = _qos(v["qos.output_reliability"], v["qos.output_depth"])
+        out_qos = qos.profile(v["qos.output_reliability"], v["qos.output_depth"])
         self.outputs = (
             self.create_publisher(Image, "depth/image", out_qos),
             self.create_publisher(CameraInfo, "depth/camera_info", out_qos),
@@ -280,9 +271,11 @@ class ZoeDepthNode(LifecycleNode):
         )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        in_qos = _qos(self.values["qos.input_reliability"], self.values["qos.input_depth"])
+        in_qos = qos.profile(self.values["qos.input_reliability"], self.values["qos.input_depth"])
         self.pairer.clear()
-        info_qos = _qos(self.values["qos.input_reliability"], max(self.values["qos.input_depth"], CAMERA_INFO_DEPTH))
+        info_qos = qos.profile(
+            self.values["qos.input_reliability"], max(self.values["qos.input_depth"], CAMERA_INFO_DEPTH)
+        )
         self._subscriptions = [
             self.create_subscription(
                 CameraInfo,

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from .accuracy import MAX_MEAN_REL_DIFF, PROBE_SIZE, GuardReport, guard, probe_images, reference_results, settled
-from .geometry import Intrinsics
+from .intrinsics import Intrinsics
 from .model import PRECISIONS, ZoeDepth, precision_of, set_precision
 from .pipeline import ROUTING_TO_DOMAIN, DepthFrame, DepthPipeline, InFlight, PinnedMemoryError, Settings
 from .runtime import MODES, CaptureError, CompileError, DepthRunner

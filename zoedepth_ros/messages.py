@@ -6,7 +6,8 @@ import array
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from .geometry import POINT_STEP_XYZ, POINT_STEP_XYZRGB, cloud_fields, fill_camera_info
+from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB, cloud_fields
+from .intrinsics import fill_camera_info
 from .pipeline import DepthFrame
 
 

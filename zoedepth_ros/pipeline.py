@@ -21,8 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB, depth_to_cloud
+from .colormap import colorize_depth
 from .encodings import array_to_tensor, to_rgb, to_rgb8
-from .geometry import POINT_STEP_XYZ, POINT_STEP_XYZRGB, Intrinsics, colorize_depth, depth_to_cloud
+from .intrinsics import Intrinsics
 from .model import InferenceResult, ZoeDepth
 from .runtime import DepthRunner
 

@@ -74,15 +74,10 @@ def pinhole(width: int, height: int, hfov_deg: float = 66.0) -> tuple[float, flo
     return f, f, (width - 1) / 2.0, (height - 1) / 2.0
 
 
-def _qos(reliability: str, depth: int):
-    from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+def _qos_profile(reliability: str, depth: int):
+    from ..qos import profile
 
-    return QoSProfile(
-        history=QoSHistoryPolicy.KEEP_LAST,
-        depth=depth,
-        durability=QoSDurabilityPolicy.VOLATILE,
-        reliability=(QoSReliabilityPolicy.RELIABLE if reliability == "reliable" else QoSReliabilityPolicy.BEST_EFFORT),
-    )
+    return profile(reliability, depth)
 
 
 def _watch_stdin(stop: threading.Event) -> None:
@@ -123,7 +118,7 @@ def camera_main(argv: Sequence[str]) -> int:
     late = 0
     status = 0
     try:
-        qos = _qos(args.reliability, args.depth)
+        qos = _qos_profile(args.reliability, args.depth)
         pub_image = node.create_publisher(Image, "image", qos)
         pub_info = node.create_publisher(CameraInfo, "camera_info", qos)
         w, h = args.width, args.height
@@ -454,7 +449,7 @@ class _Sink:
         self.last_output_ns = 0
         self.diag: tuple[int, dict[str, str]] | None = None  # (stamp, values) of the newest ZoeDepth status
         self.diag_final = False
-        qos = _qos(output_reliability, 10)
+        qos = _qos_profile(output_reliability, 10)
         self.subs = [
             self.node.create_subscription(kind, topic, lambda m, k=key: self._on_output(k, m), qos)
             for key, kind, topic in (("depth", Image, "depth/image"), ("points", PointCloud2, "points"))

@@ -129,7 +129,7 @@ def synthetic_depth(width: int, height: int):
 
 
 def _intrinsics(width: int, height: int):
-    from ..geometry import Intrinsics
+    from ..intrinsics import Intrinsics
 
     fx, fy, cx, cy = pinhole(width, height)
     return Intrinsics(fx, fy, cx, cy, width, height)
@@ -142,8 +142,8 @@ def cloud_costs(width: int, height: int, iters: int, threads: int = 1) -> dict[s
     """
     import torch
 
+    from ..cloud import depth_to_cloud
     from ..encodings import array_to_tensor, image_array_from_msg, to_rgb8
-    from ..geometry import depth_to_cloud
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -256,17 +256,10 @@ TOPICS = {
 
 def _publisher_qos():
     """The node's default output QoS (reliable, depth 2 unless the parameter table says otherwise)."""
-    from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
-
     from ..params import BY_NAME
+    from ..qos import profile
 
-    reliable = BY_NAME["qos.output_reliability"].default == "reliable"
-    return QoSProfile(
-        history=QoSHistoryPolicy.KEEP_LAST,
-        depth=BY_NAME["qos.output_depth"].default,
-        durability=QoSDurabilityPolicy.VOLATILE,
-        reliability=QoSReliabilityPolicy.RELIABLE if reliable else QoSReliabilityPolicy.BEST_EFFORT,
-    )
+    return profile(BY_NAME["qos.output_reliability"].default, BY_NAME["qos.output_depth"].default)
 
 
 def publish_costs(
