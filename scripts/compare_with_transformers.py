@@ -84,7 +84,7 @@ def main() -> int:
         t1 = time.perf_counter()
         got = ours(image)
         t2 = time.perf_counter()
-    diff = (got["metric_depth"][:, 0] - expected.predicted_depth).abs()
+    diff = (got.metric_depth[:, 0] - expected.predicted_depth).abs()
     print(
         f"variant {ours.config.variant}  net {size}  depth range {expected.predicted_depth.min():.4f}.."
         f"{expected.predicted_depth.max():.4f} m"
@@ -93,10 +93,10 @@ def main() -> int:
         f"depth |diff| max {diff.max():.3e}  mean {diff.mean():.3e}  max rel "
         f"{(diff / expected.predicted_depth.abs().clamp_min(1e-6)).max():.3e}"
     )
-    if "domain_logits" in got:
+    if got.head_logits is not None:
         print(
-            f"domain logits |diff| max {(got['domain_logits'] - expected.domain_logits).abs().max():.3e}  "
-            f"head {got['domain']}"
+            f"domain logits |diff| max {(got.head_logits - expected.domain_logits).abs().max():.3e}  "
+            f"head {got.head}"
         )
     print(f"time transformers {t1 - t0:.2f} s, zoedepth_ros {t2 - t1:.2f} s ({args.device}, fp32, one pass)")
     return 0

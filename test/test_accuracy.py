@@ -57,7 +57,7 @@ def test_depth_off_by_more_than_one_percent_fails(nk, images):
 
     def scaled(x):
         r = nk.predict(x, flip_aug=False)
-        return type(r)(r.depth * scale, r.domain_indices, r.domain_logits, r.forced, r.head_names)
+        return type(r)(r.depth * scale, r.head_indices, r.head_logits, r.forced, r.head_names)
 
     report = guard(ref, scaled, images, "scaled")
     assert not report.passed and report.routing_identical
@@ -67,9 +67,9 @@ def test_depth_off_by_more_than_one_percent_fails(nk, images):
 
 def test_a_routing_flip_fails_even_with_close_depth(nk, images):
     ref = reference_results(nk, images)
-    other = "kitti" if ref[0].domains[0] == "nyu" else "nyu"
+    other = "kitti" if ref[0].heads[0] == "nyu" else "nyu"
     report = guard(
-        ref, lambda x: nk.predict(x, flip_aug=False, domain=other if x is images[0] else None), images, "flipped"
+        ref, lambda x: nk.predict(x, flip_aug=False, head=other if x is images[0] else None), images, "flipped"
     )
     assert not report.passed and not report.routing_identical and "routing differs" in report.reason
 

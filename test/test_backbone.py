@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from zoedepth_ros.model.backbone import Attention, Beit, relative_position_index, resample_bias_table
 from zoedepth_ros.model.config import BackboneConfig
-from zoedepth_ros.model.router import batch_domain, sinusoidal_encoding
+from zoedepth_ros.model.router import batch_head, sinusoidal_encoding
 
 F64 = torch.float64
 
@@ -283,11 +283,11 @@ def test_sinusoidal_encoding_dim6():
     torch.testing.assert_close(enc, expected, rtol=0, atol=1e-6)
 
 
-def test_batch_domain_uses_summed_logits():
+def test_batch_head_uses_summed_logits():
     # sample 2 prefers index 1, but the batch sum [3, 2] picks 0 ("nyu") for both
-    assert int(batch_domain(torch.tensor([[3.0, 0.0], [0.0, 2.0]]))) == 0
+    assert int(batch_head(torch.tensor([[3.0, 0.0], [0.0, 2.0]]))) == 0
     # sum [3, 4] -> 1 ("kitti") although sample 1 prefers 0 more strongly than sample 2 prefers 1
-    assert int(batch_domain(torch.tensor([[3.0, 0.0], [0.0, 4.0]]))) == 1
-    assert int(batch_domain(torch.tensor([[0.1, 0.2]]))) == 1
+    assert int(batch_head(torch.tensor([[3.0, 0.0], [0.0, 4.0]]))) == 1
+    assert int(batch_head(torch.tensor([[0.1, 0.2]]))) == 1
     # four of five samples prefer 1, but the summed logits [5, 4] pick 0 (not a majority vote)
-    assert int(batch_domain(torch.tensor([[5.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]))) == 0
+    assert int(batch_head(torch.tensor([[5.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]))) == 0

@@ -181,10 +181,10 @@ def test_transformers_model_from_ours_matches_our_forward(variant, net_image):
     with torch.no_grad():
         expected = hf(pixel_values=(net_image - 0.5) / 0.5)
         got = ours(net_image)  # at network size: our internal resize is the identity
-    assert float(got["metric_depth"].std()) > 1e-3  # not a flat map that would hide mistakes
-    torch.testing.assert_close(got["metric_depth"][:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
+    assert float(got.metric_depth.std()) > 1e-3  # not a flat map that would hide mistakes
+    torch.testing.assert_close(got.metric_depth[:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
     if variant == "nk":
-        torch.testing.assert_close(got["domain_logits"], expected.domain_logits, rtol=0, atol=1e-4)
+        torch.testing.assert_close(got.head_logits, expected.domain_logits, rtol=0, atol=1e-4)
 
 
 @needs_transformers

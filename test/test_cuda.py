@@ -15,8 +15,9 @@ from model_fixtures import tiny_model
 from zoedepth_ros.accuracy import guard, probe_images, reference_results, settled
 from zoedepth_ros.intrinsics import Intrinsics
 from zoedepth_ros.model import set_precision
-from zoedepth_ros.pipeline import IN_FLIGHT, DepthPipeline, Settings
+from zoedepth_ros.pipeline import DepthPipeline, Settings
 from zoedepth_ros.runtime import DepthRunner
+from zoedepth_ros.transfer import IN_FLIGHT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -45,7 +46,7 @@ def test_graph_modes_equal_eager_on_every_replay(model, mode):
     for _ in range(2):  # replays with changing inputs: the static input buffer is refilled each time
         for x, ref in zip(images, expected, strict=True):
             out = fast(x, pad_input=True, flip_aug=True)
-            assert out.domains == ref.domains
+            assert out.heads == ref.heads
             torch.testing.assert_close(out.depth, ref.depth, rtol=1e-4, atol=1e-5)
     assert len(fast._graphs) == 1
 
@@ -56,7 +57,7 @@ def test_warmup_captures_before_the_first_frame(model):
     assert len(runner._graphs) == 1
     runner(probe_images(H, W, device=CUDA)[0], pad_input=True, flip_aug=False)
     assert len(runner._graphs) == 1
-    runner(probe_images(H, W, device=CUDA)[0], pad_input=True, flip_aug=False, domain="kitti")
+    runner(probe_images(H, W, device=CUDA)[0], pad_input=True, flip_aug=False, head="kitti")
     assert len(runner._graphs) == 2  # a forced head is its own graph
 
 
@@ -102,3 +103,22 @@ def test_submit_waits_when_every_slot_is_in_flight(model):
     assert done.wait(30.0)
     t.join()
     assert extra[0].result().height == H and held[1].result().height == H
+
+
+@pytest.mark.parametrize("mode", ["eager", "cuda_graph"])
+def test_a_batch_of_frames_on_the_gpu_equals_each_frame_alone(model, mode):
+    """Per-image routing in one forward (and one captured graph per batch size) on the device."""
+    from zoedepth_ros.engine import Engine
+    from zoedepth_ros.pipeline import FrameInput
+
+    engine = Engine.build(model, CUDA, "fp32", mode)
+    frames = [FrameInput(frame(i), "rgb8", INTR, Settings(colormap=i % 2 == 0)) for i in range(4)]
+    for _ in range(2):  # the second round replays both graphs
+        together = engine.run_batch(frames)
+        alone = [engine.run(f.raw, f.encoding, f.intrinsics, f.settings) for f in frames]
+        for a, b in zip(together, alone, strict=True):
+            assert a.head == b.head
+            depth_a, depth_b = (np.frombuffer(x.depth, dtype="<f4") for x in (a, b))
+            np.testing.assert_allclose(depth_a, depth_b, rtol=0, atol=1e-5, equal_nan=True)
+    if mode == "cuda_graph":
+        assert sorted(k.shape[0] for k in engine.runner._graphs) == [1, 4]

@@ -27,8 +27,9 @@ from zoedepth_ros.engine import (
 )
 from zoedepth_ros.intrinsics import Intrinsics
 from zoedepth_ros.model import ZoeDepth, set_precision, tiny_config
-from zoedepth_ros.pipeline import PINNED_PROBE_BYTES, PinnedMemoryError, Settings
+from zoedepth_ros.pipeline import PinnedMemoryError, Settings
 from zoedepth_ros.runtime import CaptureError, CompileError, DepthRunner
+from zoedepth_ros.transfer import PINNED_PROBE_BYTES
 
 CPU = torch.device("cpu")
 H, W = 48, 64
@@ -104,20 +105,22 @@ class GraphOnCpu(DepthRunner):
     def uses_graphs(self) -> bool:
         return self.mode == "cuda_graph"
 
-    def __call__(self, rgb, pad_input=True, flip_aug=False, domain=None):
+    def __call__(self, rgb, pad_input=True, flip_aug=False, head=None, per_image=False):
         if self.faults:
             exc = self.faults.pop(0)
             if exc is not None:
                 raise exc
-        return super().__call__(rgb, pad_input, flip_aug, domain)
+        return super().__call__(rgb, pad_input, flip_aug, head, per_image)
 
     def _warm_up_for_capture(self, fn, static_input, key) -> None:
-        fn(static_input, key.pad_input, key.flip_aug, key.domain)
+        fn(static_input, key.pad_input, key.flip_aug, key.head, key.per_image)
 
     def _record(self, fn, static_input, key):
-        outputs = fn(static_input, key.pad_input, key.flip_aug, key.domain)
+        outputs = fn(static_input, key.pad_input, key.flip_aug, key.head, key.per_image)
         self.captures += 1
-        return FakeGraph(self, lambda: fn(static_input, key.pad_input, key.flip_aug, key.domain), outputs), outputs
+        return FakeGraph(
+            self, lambda: fn(static_input, key.pad_input, key.flip_aug, key.head, key.per_image), outputs
+        ), outputs
 
 
 class Harness:
@@ -653,7 +656,7 @@ def test_a_failure_of_a_frame_from_an_earlier_rung_does_not_count_against_the_ne
     def late_failure():
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(old, "result", late_failure)
+    monkeypatch.setattr(old, "results", late_failure)
     with pytest.raises(FrameDropped, match="earlier rung"):
         h.engine.result(old)
     status = h.engine.status()

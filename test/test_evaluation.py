@@ -345,10 +345,10 @@ class _FakeModel:
         self.calls: list[tuple[tuple[int, ...], bool, bool, str | None]] = []
 
     def infer(
-        self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True, domain: str | None = None
+        self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True, head: str | None = None
     ) -> torch.Tensor:
         assert x.dtype == torch.float32 and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
-        self.calls.append((tuple(x.shape), pad_input, flip_aug, domain))
+        self.calls.append((tuple(x.shape), pad_input, flip_aug, head))
         return torch.full((x.shape[0], 1, x.shape[2], x.shape[3]), 2.0)
 
 
@@ -431,7 +431,7 @@ def test_cli_with_fake_model_passes_flags_and_scores(
     assert "crop garg" in capsys.readouterr().out
     assert fake.calls[-1] == ((1, 3, 48, 64), True, True, None)
     # forcing a head the model lacks fails before any inference
-    fake.domains = ("nyu",)
+    fake.heads = ("nyu",)
     fake.calls.clear()
     assert main(["--checkpoint", "ck.pt", "--data", str(tmp_path / "data"), "--crop", "none", "--domain", "kitti"]) == 1
     assert "only has the nyu head" in capsys.readouterr().err and not fake.calls

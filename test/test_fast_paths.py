@@ -27,19 +27,19 @@ def test_routing_on_the_device_selects_the_same_depth_as_host_routing(rgb, bias,
     steer(model, bias)
     host = model(rgb)
     device = model(rgb, route_on_device=True)
-    assert host["domain"] == head and device["domain"] is None
-    assert model.domains[int(device["domain_index"])] == head
-    assert torch.equal(device["metric_depth"], host["metric_depth"])  # the chosen head's values, bit for bit
-    other = model(rgb, domain="kitti" if head == "nyu" else "nyu")["metric_depth"]
-    assert not torch.allclose(other, host["metric_depth"])  # the selection mattered
+    assert host.head == head and device.head is None
+    assert model.heads[int(device.head_index[0])] == head
+    assert torch.equal(device.metric_depth, host.metric_depth)  # the chosen head's values, bit for bit
+    other = model(rgb, head="kitti" if head == "nyu" else "nyu").metric_depth
+    assert not torch.allclose(other, host.metric_depth)  # the selection mattered
 
 
 def test_predict_reports_routing_per_pass_without_reading_it_on_the_host(rgb):
     model = tiny_model("nk", seed=3)
     result = model.predict(rgb[:1], pad_input=True, flip_aug=True, route_on_device=True)
     reference = model.predict(rgb[:1], pad_input=True, flip_aug=True)
-    assert result.domain_indices.shape == (2,) and result.domain_indices.dtype == torch.long
-    assert result.domains == reference.domains
+    assert result.head_indices.shape == (2, 1) and result.head_indices.dtype == torch.long
+    assert result.heads == reference.heads
     assert torch.equal(result.depth, reference.depth)
 
 
@@ -49,13 +49,13 @@ def test_device_routed_predict_traces_as_one_graph(rgb):
 
     def run(x):
         r = model.predict(x, pad_input=True, flip_aug=True, route_on_device=True)
-        return r.depth, r.domain_indices
+        return r.depth, r.head_indices
 
     compiled = torch.compile(run, backend="eager", fullgraph=True, dynamic=False)
     with torch.inference_mode():
         depth, indices = compiled(rgb[:1])
         expected = model.predict(rgb[:1], pad_input=True, flip_aug=True)
-    assert torch.equal(depth, expected.depth) and torch.equal(indices, expected.domain_indices)
+    assert torch.equal(depth, expected.depth) and torch.equal(indices, expected.head_indices)
 
 
 # ---------------------------------------------------------------- precision islands
@@ -155,10 +155,10 @@ def test_bias_is_not_cached_while_training(attention):
 def test_cached_bias_gives_the_same_model_output(rgb):
     model = tiny_model("nk", seed=6)
     with torch.no_grad():
-        first = model(rgb)["metric_depth"]
-        cached = model(rgb)["metric_depth"]  # every block now reads its cached bias
+        first = model(rgb).metric_depth
+        cached = model(rgb).metric_depth  # every block now reads its cached bias
     with torch.enable_grad():
-        uncached = model(rgb)["metric_depth"].detach()
+        uncached = model(rgb).metric_depth.detach()
     assert torch.equal(first, cached)
     torch.testing.assert_close(cached, uncached, rtol=1e-6, atol=1e-6)
 
@@ -171,7 +171,7 @@ def test_runner_eager_equals_predict(rgb):
     runner = DepthRunner(model, torch.device("cpu"))
     out = runner(rgb[:1], pad_input=True, flip_aug=True)
     ref = model.predict(rgb[:1], pad_input=True, flip_aug=True)
-    assert torch.equal(out.depth, ref.depth) and out.domains == ref.domains
+    assert torch.equal(out.depth, ref.depth) and out.heads == ref.heads
     assert runner.describe() == "fp32 eager"
 
 
@@ -187,7 +187,7 @@ def test_compiled_runner_matches_eager_on_cpu(rgb):
     """torch.compile (inductor, C++ on the CPU) of the whole device-routed predict."""
     model = tiny_model("nk", seed=8)
     runner = DepthRunner(model, torch.device("cpu"), mode="compile")
-    out = runner(rgb[:1], pad_input=True, flip_aug=False, domain=None)
+    out = runner(rgb[:1], pad_input=True, flip_aug=False, head=None)
     ref = model.predict(rgb[:1], pad_input=True, flip_aug=False)
-    assert out.domains == ref.domains
+    assert out.heads == ref.heads
     torch.testing.assert_close(out.depth, ref.depth, rtol=1e-4, atol=1e-5)

@@ -76,8 +76,8 @@ def test_single_head_matches_transformers(tmp_path, image):
     hf.save_pretrained(tmp_path)
     ours, expected, got = run_both(hf, tmp_path, image)
     assert ours.config.variant == "n"
-    assert got["metric_depth"].shape == (1, 1, 384, 512)
-    torch.testing.assert_close(got["metric_depth"][:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
+    assert got.metric_depth.shape == (1, 1, 384, 512)
+    torch.testing.assert_close(got.metric_depth[:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
 
 
 def test_normed_k_matches_transformers(tmp_path, image):
@@ -86,8 +86,8 @@ def test_normed_k_matches_transformers(tmp_path, image):
     hf.save_pretrained(tmp_path)
     ours, expected, got = run_both(hf, tmp_path, image)
     assert ours.config.variant == "k" and ours.config.metric.heads[0].max_depth == 80.0
-    torch.testing.assert_close(got["metric_depth"][:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
-    assert float(got["metric_depth"].max()) <= 80.0
+    torch.testing.assert_close(got.metric_depth[:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
+    assert float(got.metric_depth.max()) <= 80.0
 
 
 @pytest.mark.parametrize("head", ["nyu", "kitti"])
@@ -99,9 +99,9 @@ def test_nk_matches_transformers_on_each_head(tmp_path, image, head):
     hf.save_pretrained(tmp_path)
     ours, expected, got = run_both(hf, tmp_path, image)
     assert ours.config.variant == "nk"
-    assert got["domain"] == head
-    torch.testing.assert_close(got["domain_logits"], expected.domain_logits, rtol=0, atol=1e-4)
-    torch.testing.assert_close(got["metric_depth"][:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
+    assert got.head == head
+    torch.testing.assert_close(got.head_logits, expected.domain_logits, rtol=0, atol=1e-4)
+    torch.testing.assert_close(got.metric_depth[:, 0], expected.predicted_depth, rtol=0, atol=1e-4)
     # the other head really differs, so the comparison above distinguishes the heads
-    other = ours(image, domain="kitti" if head == "nyu" else "nyu")["metric_depth"]
-    assert (other - got["metric_depth"]).abs().max() > 1e-2
+    other = ours(image, head="kitti" if head == "nyu" else "nyu").metric_depth
+    assert (other - got.metric_depth).abs().max() > 1e-2

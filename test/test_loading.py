@@ -18,7 +18,7 @@ def official_sd(variant: str = "nk") -> dict[str, torch.Tensor]:
 
 
 def assert_same_model(a, b, x, atol=0.0):
-    torch.testing.assert_close(a(x)["metric_depth"], b(x)["metric_depth"], rtol=0, atol=atol)
+    torch.testing.assert_close(a(x).metric_depth, b(x).metric_depth, rtol=0, atol=atol)
 
 
 @pytest.fixture(scope="module")

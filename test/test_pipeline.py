@@ -51,7 +51,7 @@ def test_run_gives_masked_depth_cloud_and_routing(model):
     rgb_bytes = np.frombuffer(out.cloud, dtype=np.uint8).reshape(H, W, 32)[..., 16:19]
     np.testing.assert_array_equal(rgb_bytes[..., ::-1], raw)  # packed b, g, r
     routed = model.predict(torch.from_numpy(raw).permute(2, 0, 1)[None].float() / 255, flip_aug=False)
-    assert out.head == routed.domains[0] and len(out.logits) == 2 and 0.5 <= out.probability <= 1
+    assert out.head == routed.heads[0] and len(out.logits) == 2 and 0.5 <= out.probability <= 1
 
 
 def test_frames_in_flight_keep_their_own_bytes(model):

@@ -22,50 +22,50 @@ def steer(model, logits_bias):
 
 def test_forward_outputs(nk, rgb):
     out = nk(rgb)
-    assert out["metric_depth"].shape == (2, 1, 384, 512)  # 48x64 -> the "minimal" keep-aspect net size
-    assert out["domain_logits"].shape == (2, 2)
-    assert out["domain"] in ("nyu", "kitti")
-    assert torch.isfinite(out["metric_depth"]).all() and (out["metric_depth"] > 0).all()
+    assert out.metric_depth.shape == (2, 1, 384, 512)  # 48x64 -> the "minimal" keep-aspect net size
+    assert out.head_logits.shape == (2, 2)
+    assert out.head in ("nyu", "kitti")
+    assert torch.isfinite(out.metric_depth).all() and (out.metric_depth > 0).all()
 
 
 def test_network_size_follows_aspect_ratio(nk):
-    assert nk(torch.rand(1, 3, 720, 1280))["metric_depth"].shape[-2:] == (384, 672)  # height scale closer to 1
-    assert nk(torch.rand(1, 3, 36, 64))["metric_depth"].shape[-2:] == (288, 512)  # width scale closer to 1
+    assert nk(torch.rand(1, 3, 720, 1280)).metric_depth.shape[-2:] == (384, 672)  # height scale closer to 1
+    assert nk(torch.rand(1, 3, 36, 64)).metric_depth.shape[-2:] == (288, 512)  # width scale closer to 1
 
 
 def test_one_routing_decision_per_batch(rgb):
     model = tiny_model("nk", seed=4)
-    logits = model(rgb)["domain_logits"]
+    logits = model(rgb).head_logits
     expected = ("nyu", "kitti")[int(torch.softmax(logits.sum(0), -1).argmax())]
     out = model(rgb)
-    assert out["domain"] == expected
+    assert out.head == expected
     # each sample in the batch got the batch's head, whatever it would pick alone
     for i in range(2):
-        alone = model(rgb[i : i + 1], domain=expected)["metric_depth"]
-        torch.testing.assert_close(out["metric_depth"][i : i + 1], alone, rtol=1e-5, atol=1e-5)
+        alone = model(rgb[i : i + 1], head=expected).metric_depth
+        torch.testing.assert_close(out.metric_depth[i : i + 1], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_forced_domain_and_aliases(rgb):
     model = tiny_model("nk", seed=5)
     steer(model, [30.0, -30.0])
     auto = model(rgb)
-    assert auto["domain"] == "nyu"
-    forced = model(rgb, domain="outdoor")
-    assert forced["domain"] == "kitti"
-    torch.testing.assert_close(forced["domain_logits"], auto["domain_logits"])  # logits still reported
-    assert not torch.allclose(forced["metric_depth"], auto["metric_depth"])
-    torch.testing.assert_close(model(rgb, domain="kitti")["metric_depth"], forced["metric_depth"])
-    torch.testing.assert_close(model(rgb, domain="indoor")["metric_depth"], auto["metric_depth"])
-    with pytest.raises(ValueError, match="unknown domain"):
-        model(rgb, domain="underwater")
+    assert auto.head == "nyu"
+    forced = model(rgb, head="outdoor")
+    assert forced.head == "kitti"
+    torch.testing.assert_close(forced.head_logits, auto.head_logits)  # logits still reported
+    assert not torch.allclose(forced.metric_depth, auto.metric_depth)
+    torch.testing.assert_close(model(rgb, head="kitti").metric_depth, forced.metric_depth)
+    torch.testing.assert_close(model(rgb, head="indoor").metric_depth, auto.metric_depth)
+    with pytest.raises(ValueError, match="unknown head"):
+        model(rgb, head="underwater")
 
 
 def test_single_head_models_refuse_the_other_head(rgb):
     n = tiny_model("n")
-    assert n(rgb[:1])["domain"] == "nyu" and "domain_logits" not in n(rgb[:1])
-    assert n(rgb[:1], domain="indoor")["domain"] == "nyu"
+    assert n(rgb[:1]).head == "nyu" and n(rgb[:1]).head_logits is None
+    assert n(rgb[:1], head="indoor").head == "nyu"
     with pytest.raises(ValueError, match="only the"):
-        n(rgb[:1], domain="kitti")
+        n(rgb[:1], head="kitti")
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def official_infer(model, x, pad_input, flip):
         h, w = img.shape[-2:]
         ph, pw = (int(math.sqrt(h / 2) * 3), int(math.sqrt(w / 2) * 3)) if pad_input else (0, 0)
         padded = F.pad(img, [pw, pw, ph, ph], mode="reflect") if pad_input else img
-        out = model(padded)["metric_depth"]
+        out = model(padded).metric_depth
         out = F.interpolate(out, size=padded.shape[-2:], mode="bicubic", align_corners=False)
         return out[:, :, ph : ph + h, pw : pw + w]
 
@@ -109,12 +109,12 @@ def test_infer_matches_the_official_recipe(nk, rgb, pad_input, flip):
 def test_flip_passes_route_independently(rgb):
     model = tiny_model("nk", seed=6)
     result = model.predict(rgb[:1], pad_input=False, flip_aug=True)
-    assert len(result.domains) == 2 and len(result.domain_logits) == 2 and not result.forced
+    assert len(result.heads) == 2 and len(result.head_logits) == 2 and not result.forced
     flipped = model(torch.flip(rgb[:1], [3]))
-    torch.testing.assert_close(result.domain_logits[1], flipped["domain_logits"])
-    assert result.domains[1] == flipped["domain"]
-    forced = model.predict(rgb[:1], domain="nyu")
-    assert forced.forced and forced.domains == ("nyu", "nyu")
+    torch.testing.assert_close(result.head_logits[1], flipped.head_logits)
+    assert result.heads[1] == flipped.head
+    forced = model.predict(rgb[:1], head="nyu")
+    assert forced.forced and forced.heads == ("nyu", "nyu")
 
 
 def test_bfloat16_model_runs_and_returns_float32(rgb):

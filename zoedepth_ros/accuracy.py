@@ -86,7 +86,7 @@ def guard(
     diffs, same_routing = [], True
     for ref, image in zip(reference, images, strict=True):
         out = candidate(image)
-        same_routing &= ref.domains == out.domains
+        same_routing &= ref.heads == out.heads
         diffs.append(mean_relative_difference(ref.depth, out.depth))
     worst = max(diffs) if diffs else math.nan
     reasons = []
@@ -108,8 +108,8 @@ def settled(result: InferenceResult) -> InferenceResult:
     """A copy of a (possibly graph-static) result that the next call cannot overwrite."""
     return InferenceResult(
         result.depth.clone(),
-        result.domain_indices.clone(),
-        tuple(t.clone() for t in result.domain_logits),
+        result.head_indices.clone(),
+        tuple(t.clone() for t in result.head_logits),
         result.forced,
         result.head_names,
     )

@@ -62,10 +62,13 @@ import numpy as np
 import torch
 
 from .accuracy import MAX_MEAN_REL_DIFF, PROBE_SIZE, GuardReport, guard, probe_images, reference_results, settled
+from .device import resolve_device
+from .errors import StartupError
 from .intrinsics import Intrinsics
-from .model import PRECISIONS, ZoeDepth, precision_of, set_precision
-from .pipeline import ROUTING_TO_DOMAIN, DepthFrame, DepthPipeline, InFlight, PinnedMemoryError, Settings
+from .model import PRECISIONS, CheckpointError, ZoeDepth, load, precision_of, set_precision
+from .pipeline import ROUTING_TO_HEAD, DepthFrame, DepthPipeline, FrameInput, InFlight, PinnedMemoryError, Settings
 from .runtime import MODES, CaptureError, CompileError, DepthRunner
+from .weights import WeightsError, ensure_checkpoint
 
 FAILURES_BEFORE_STEP_DOWN = 3  # consecutive out-of-memory / CUDA errors on one rung before the next one down
 COUNTED_KINDS = ("out_of_memory", "device_error", "cudnn")  # may be transient: stepped down after a few in a row
@@ -249,12 +252,14 @@ class Engine:
         runner_factory: RunnerFactory = DepthRunner,
         warn: Callable[[str], None] | None = None,
         info: Callable[[str], None] | None = None,
+        source: str = "",
     ) -> None:
         if not ladder:
             raise ValueError("an empty ladder")
         if precision_of(model) != "fp32" or any(p.dtype != torch.float32 for p in model.parameters()):
             raise ValueError("the engine needs the fp32 model (the rungs below a reduced precision run it)")
         self.master = model
+        self.source = source  # where the weights came from (a checkpoint path), for diagnostics and summaries
         self.device = device
         self.ladder = tuple(ladder)
         self.channels_last = channels_last
@@ -277,7 +282,9 @@ class Engine:
         self._rejected: dict[str, str] = {}  # precision -> why none of its rungs may be used
         self._passed: set[str] = set()  # guarded precisions that passed the guard
         self._probe: tuple[list[torch.Tensor], list] | None = None
-        self._ready: dict[tuple, bool] = {}  # (h, w, pad, flip, domain) -> warmed on this rung (False: failed)
+        self._ready: dict[tuple, bool] = {}  # (batch, h, w, pad, flip, head) -> warmed on this rung (False: failed)
+        self._expected: list[tuple[int, int, int, Settings]] = []  # (batch, h, w, settings) to warm when idle
+        self.batch_sizes: Counter[int] = Counter()  # batches run, by size
         self._lock = threading.Lock()
         self._seq = 0
         self._generation = 0  # bumped on every rung change: failures of older frames do not count against it
@@ -515,57 +522,81 @@ class Engine:
         text = self.runner.describe()
         return text + (", pageable copies" if self.device.type == "cuda" and not self.pinned else "")
 
-    def submit(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> InFlight:
-        """``DepthPipeline.submit`` on the rung in use.
+    @property
+    def variant(self) -> str:
+        """ "n", "k" or "nk"."""
+        return self.master.config.variant
 
-        Raises FrameDropped for a device failure (counted; maybe a rung down already); re-raises anything else.
+    def submit(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> InFlight:
+        """``submit_batch`` of one frame."""
+        return self.submit_batch([FrameInput(raw, encoding, intrinsics, settings)])
+
+    def submit_batch(self, frames: Sequence[FrameInput]) -> InFlight:
+        """``DepthPipeline.submit_batch`` on the rung in use (one forward for all ``frames``).
+
+        Raises FrameError for a bad frame (nothing is counted; the others may be resubmitted), FrameDropped for a
+        device failure (counted; maybe a rung down already); re-raises anything else.
         """
         self._apply_pending()
         with self._lock:
             self._seq += 1
             seq, generation = self._seq, self._generation
         try:
-            inflight = self._submit_once(raw, encoding, intrinsics, settings, seq, generation)
-        except PinnedMemoryError as e:  # the frame is retried, not dropped
+            inflight = self._submit_once(frames, seq, generation)
+        except PinnedMemoryError as e:  # the batch is retried, not dropped
             self._unpin_switch(e, "run time")
             self.pipeline = DepthPipeline(self.runner, self.device, pinned=False)
-            inflight = self._submit_once(raw, encoding, intrinsics, settings, seq, generation)
-        self._ready[self._key(raw.shape[0], raw.shape[1], settings)] = True
+            inflight = self._submit_once(frames, seq, generation)
+        first = frames[0]
+        self._ready[self._key(len(frames), first.raw.shape[0], first.raw.shape[1], first.settings)] = True
+        with self._lock:
+            self.batch_sizes[len(frames)] += 1
         return inflight
 
-    def _submit_once(self, raw, encoding, intrinsics, settings, seq: int, generation: int) -> InFlight:
+    def _submit_once(self, frames: Sequence[FrameInput], seq: int, generation: int) -> InFlight:
         pipeline = self.pipeline
         try:
-            inflight = pipeline.submit(raw, encoding, intrinsics, settings)
-        except PinnedMemoryError:
+            inflight = pipeline.submit_batch(frames)
+        except (PinnedMemoryError, ValueError):  # FrameError and other bad input are the caller's
             raise
         except Exception as e:
-            kind, message = self._report(e, seq, generation, raw.shape)
+            kind, message = self._report(e, seq, generation, frames[0].raw.shape, len(frames))
             if kind is None:
                 raise
             self._apply_pending()
             raise FrameDropped(kind, message) from e
         inflight.meta["engine"] = (seq, generation)
-        if not pipeline.pinned:  # the frame is finished already
+        if not pipeline.pinned:  # the frames are finished already
             self._succeeded(seq, generation)
         return inflight
 
-    def result(self, inflight: InFlight) -> DepthFrame:
-        """``inflight.result()``; a device failure surfacing here (asynchronous CUDA errors) is FrameDropped too."""
+    def results(self, inflight: InFlight) -> list[DepthFrame]:
+        """``inflight.results()``; a device failure surfacing here (asynchronous CUDA errors) is FrameDropped too."""
         seq, generation = inflight.meta.get("engine", (0, -1))
         try:
-            frame = inflight.result()
+            frames = inflight.results()
         except Exception as e:
             kind, message = self._report(e, seq, generation, None)
             if kind is None:
                 raise
             raise FrameDropped(kind, message) from e
         self._succeeded(seq, generation)
-        return frame
+        return frames
+
+    def result(self, inflight: InFlight) -> DepthFrame:
+        """The one frame of a batch of one (``results`` for a batch)."""
+        frames = self.results(inflight)
+        if len(frames) != 1:
+            raise ValueError(f"result() is for a batch of one; this batch has {len(frames)} frames: use results()")
+        return frames[0]
 
     def run(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> DepthFrame:
-        """Submit and wait (tools, tests)."""
+        """Submit one frame and wait (tools, tests)."""
         return self.result(self.submit(raw, encoding, intrinsics, settings))
+
+    def run_batch(self, frames: Sequence[FrameInput]) -> list[DepthFrame]:
+        """Submit a batch and wait."""
+        return self.results(self.submit_batch(frames))
 
     def report_failure(self, exc: BaseException) -> str | None:
         """Count a device failure seen elsewhere (thread-safe); its kind, or None if it is not one.
@@ -576,7 +607,7 @@ class Engine:
             generation = self._generation
         return self._report(exc, 0, generation, None)[0]
 
-    def _report(self, exc: BaseException, seq: int, generation: int, shape) -> tuple[str | None, str]:
+    def _report(self, exc: BaseException, seq: int, generation: int, shape, batch: int = 1) -> tuple[str | None, str]:
         kind = classify(exc)
         if kind is None or kind == "pinned_memory":
             return None, ""
@@ -602,7 +633,9 @@ class Engine:
                     note += f", {self.consecutive} of {FAILURES_BEFORE_STEP_DOWN} in a row before stepping down"
         if kind == "cudnn" and self.cudnn_benchmark:
             self._autotuning_off(exc, "run time")
-        size = f" for a {shape[1]}x{shape[0]} image" if shape is not None else ""
+        size = ""
+        if shape is not None:
+            size = f" for a {shape[1]}x{shape[0]} image" if batch == 1 else f" for {batch} {shape[1]}x{shape[0]} images"
         advice = "; consider output_scale or precision" if kind == "out_of_memory" else ""
         return kind, f"{_KIND_TEXT[kind]} on {self.device}{size} ({note}): {summary(exc)}{advice}"
 
@@ -630,10 +663,26 @@ class Engine:
     # ------------------------------------------------------------------ warm-up
 
     @staticmethod
-    def _key(height: int, width: int, settings: Settings) -> tuple:
-        return height, width, settings.pad_input, settings.flip_aug, ROUTING_TO_DOMAIN[settings.routing]
+    def _key(batch: int, height: int, width: int, settings: Settings) -> tuple:
+        return batch, height, width, settings.pad_input, settings.flip_aug, ROUTING_TO_HEAD[settings.routing]
 
-    def warmup(self, height: int, width: int, settings: Settings | None = None) -> bool:
+    def expect(self, height: int, width: int, settings: Settings, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Plan warm-ups for inputs of this size (one per batch size); ``warm_up_next`` runs them when idle."""
+        for batch in batch_sizes:
+            item = (int(batch), int(height), int(width), settings)
+            if item not in self._expected:
+                self._expected.append(item)
+
+    def warm_up_next(self) -> bool:
+        """Warm one planned input that this rung has not tried yet; False when there was nothing to do."""
+        for batch, height, width, settings in self._expected:
+            if self._key(batch, height, width, settings) not in self._ready:
+                self.warmup(height, width, settings, batch=batch)
+                return True
+        self._apply_pending()
+        return False
+
+    def warmup(self, height: int, width: int, settings: Settings | None = None, batch: int = 1) -> bool:
         """Run (and capture / compile) the rung in use at this size before frames arrive; True when it is ready.
 
         Cheap when already done on this rung (call it whenever idle). A device failure moves down a rung and
@@ -641,14 +690,23 @@ class Engine:
         """
         self._apply_pending()
         settings = settings or Settings()
-        key = self._key(height, width, settings)
+        key = self._key(batch, height, width, settings)
+        what = f"{width}x{height}" + (f" x{batch}" if batch > 1 else "")
         while True:
             ready = self._ready.get(key)
             if ready is not None:
                 return ready
             runner, t0 = self.runner, time.monotonic()
             try:
-                runner.warmup(height, width, pad_input=settings.pad_input, flip_aug=settings.flip_aug, domain=key[-1])
+                runner.warmup(
+                    height,
+                    width,
+                    pad_input=settings.pad_input,
+                    flip_aug=settings.flip_aug,
+                    head=key[-1],
+                    batch=batch,
+                    per_image=True,
+                )
             except Exception as e:
                 kind = classify(e)
                 if kind == "cudnn" and self.cudnn_benchmark:
@@ -657,16 +715,14 @@ class Engine:
                     continue
                 index = self.index
                 if kind is not None and kind != "pinned_memory" and self._below() is not None:
-                    self._step_down("warm-up", failure_text(f"warm-up at {width}x{height}", e))
+                    self._step_down("warm-up", failure_text(f"warm-up at {what}", e))
                     if self.index != index:
                         continue  # warm the new rung
                 self._ready[key] = False
-                self._warn(
-                    f"{self.rung}: warm-up at {width}x{height} failed ({summary(e)}); the first frame will try again"
-                )
+                self._warn(f"{self.rung}: warm-up at {what} failed ({summary(e)}); the first frame will try again")
                 return False
             self._ready[key] = True
-            self._info(f"warmed up for {width}x{height} ({self.describe()}) in {time.monotonic() - t0:.1f} s")
+            self._info(f"warmed up for {what} ({self.describe()}) in {time.monotonic() - t0:.1f} s")
             return True
 
     # ------------------------------------------------------------------ diagnostics
@@ -696,6 +752,7 @@ class Engine:
                 "consecutive_failures": self.consecutive,
                 "last_failure": self.last_failure,
                 "guard": [r.as_dict() for r in self.guard_reports],
+                "batch_sizes": dict(sorted(self.batch_sizes.items())),
             }
 
     def diagnostics(self) -> dict[str, str]:
@@ -708,6 +765,7 @@ class Engine:
             "execution rung reason": s["why"],
             "execution ladder": " > ".join(s["ladder"]),
             "fallbacks": str(len(s["fallbacks"])),
+            "batch sizes seen": ", ".join(f"{b} ({n})" for b, n in s["batch_sizes"].items()) or "none yet",
         }
         if self.device.type == "cuda":
             values["host copies"] = "pinned, copy stream" if s["pinned"] else "pageable, synchronous"
@@ -718,3 +776,50 @@ class Engine:
         if s["last_failure"]:
             values["last device failure"] = s["last_failure"]
         return values
+
+
+def open_engine(
+    checkpoint: str,
+    device: str = "auto",
+    precision: str = "auto",
+    execution: str = "auto",
+    *,
+    download: bool = True,
+    channels_last: bool = False,
+    pad_input: bool = True,
+    flip_aug: bool = False,
+    info: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Engine:
+    """The weights (fetched on first use when ``download``), loaded on the device, on the first rung that opens.
+
+    What the node's configure and the offline tools both call. Every failure is a StartupError with one line
+    saying what to do (a bad device, a missing or corrupt checkpoint, settings that cannot run).
+    """
+    info = info or log.info
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
+    try:
+        path = ensure_checkpoint(checkpoint, download=download, log=info)
+        model = load(path, device=dev)
+    except (WeightsError, CheckpointError) as e:
+        raise StartupError(str(e)) from None
+    try:
+        engine = Engine.build(
+            model,
+            dev,
+            precision,
+            execution,
+            channels_last=channels_last,
+            pad_input=pad_input,
+            flip_aug=flip_aug,
+            warn=warn,
+            info=info,
+            source=str(path),
+        )
+    except (ValueError, EngineError) as e:
+        raise StartupError(str(e)) from None
+    info(f"loaded ZoeD_{engine.variant.upper()} from {path} on {dev} ({engine.describe()})")
+    return engine

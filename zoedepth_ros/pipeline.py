@@ -1,20 +1,20 @@
-"""One camera frame in, depth image + cloud + routing out: the node's per-frame work, without ROS.
+"""Camera frames in, depth images + clouds + routing out: the node's and the offline tools' work, without ROS.
 
-Data flows one way: the raw pixel buffer is staged in pinned memory and uploaded once, converted to RGB on the
-device, run through the model, masked, back-projected and packed on the device; each output is copied to the
-host once. On CUDA those copies run on a copy stream into pinned buffers: ``submit`` returns as soon as the work
-is queued, and ``InFlight.result`` waits for the copies, so publishing one frame overlaps computing the next.
+Data flows one way: each raw pixel buffer is uploaded once (``transfer``), converted to RGB on the device, the
+frames of a batch go through the model in one forward, and each frame's depth is masked, back-projected and
+packed on the device; each output is copied to the host once. On CUDA ``submit_batch`` returns as soon as the work
+is queued, and ``InFlight.results`` waits for the copies, so publishing one batch overlaps computing the next.
 
-Pinned memory can be unavailable (locked-memory limits, some containers and drivers): every pinned allocation
-goes through ``pinned_empty``, which raises ``PinnedMemoryError``, and ``DepthPipeline(..., pinned=False)`` runs
-on CUDA without pinned buffers or the copy stream: synchronous uploads and ``.cpu()`` copies, as on the CPU.
+A batch holds frames that share a ``batch_key`` (image size and the model settings); each image gets the head its
+own router picks, so a frame's outputs do not depend on what it was batched with. A batch of one is the
+official single-image path.
 """
 
 from __future__ import annotations
 
 import math
-import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,30 +23,29 @@ import torch.nn.functional as F
 
 from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB, depth_to_cloud
 from .colormap import colorize_depth
-from .encodings import array_to_tensor, to_rgb, to_rgb8
-from .intrinsics import Intrinsics
+from .encodings import ImageError, check_size, encoding_info, to_rgb, to_rgb8
+from .intrinsics import CameraInfoError, Intrinsics
 from .model import InferenceResult, ZoeDepth
 from .runtime import DepthRunner
+from .transfer import HostBuffers, PinnedMemoryError, Transfers, host_payload, pinned_empty
 
-ROUTING_TO_DOMAIN = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}
+__all__ = [
+    "HEAD_TO_DOMAIN",
+    "ROUTING_TO_HEAD",
+    "DepthFrame",
+    "DepthPipeline",
+    "FrameError",
+    "FrameInput",
+    "InFlight",
+    "PinnedMemoryError",
+    "Settings",
+    "batch_key",
+    "check_frame",
+    "pinned_empty",
+]
+
+ROUTING_TO_HEAD = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}  # the ROS parameter -> the model's head
 HEAD_TO_DOMAIN = {"nyu": "indoor", "kitti": "outdoor"}
-IN_FLIGHT = 2  # frames whose host buffers may be in use at once: one being published, one being computed
-PINNED_PROBE_BYTES = 1 << 20  # ``check_pinned``: a start-up allocation that fails where pinned memory is unusable
-
-
-class PinnedMemoryError(RuntimeError):
-    """A pinned (page-locked) host allocation failed; the pipeline can run without pinned memory instead."""
-
-
-def pinned_empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised pinned host tensor; every failure is one PinnedMemoryError naming what was asked for."""
-    try:
-        return torch.empty(shape, dtype=dtype, pin_memory=True)
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise PinnedMemoryError(
-            f"pinned allocation of {tuple(shape)} {dtype} failed: {type(e).__name__}: {lines[0] if lines else ''}"
-        ) from e
 
 
 @dataclass(frozen=True)
@@ -89,60 +88,96 @@ def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def host_payload(tensor: torch.Tensor) -> bytes:
-    """The bytes of a host tensor (one memcpy out of the pinned landing buffer, which the next frame reuses)."""
-    return tensor.numpy().tobytes()
+@dataclass(frozen=True)
+class FrameInput:
+    """One decoded camera frame and what to compute for it."""
+
+    raw: np.ndarray  # (H, W, C) or (H, W) as decoded from the message
+    encoding: str  # ROS encoding of ``raw``
+    intrinsics: Intrinsics  # of ``raw``'s size
+    settings: Settings
 
 
-class _Slot:
-    """Pinned host memory for one frame in flight: the staged input and each output's landing buffer."""
+class FrameError(ValueError):
+    """Frame ``index`` of a batch cannot be computed (bad image or intrinsics); the others can."""
 
-    def __init__(self) -> None:
-        self.buffers: dict[str, torch.Tensor] = {}
-        self.done: torch.cuda.Event | None = None
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
 
-    def host(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        buf = self.buffers.get(name)
-        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-            buf = self.buffers[name] = pinned_empty(like.shape, like.dtype)
-        return buf
+
+def batch_key(frame: FrameInput) -> tuple:
+    """Frames with equal keys may share one forward: image size and the settings the model itself reads."""
+    s = frame.settings
+    return frame.raw.shape[0], frame.raw.shape[1], s.pad_input, s.flip_aug, s.routing
+
+
+def check_frame(frame: FrameInput, index: int = 0) -> None:
+    """Cheap host-side checks, so that one bad frame is turned away before it can fail a whole batch."""
+    raw = frame.raw
+    try:
+        if not isinstance(raw, np.ndarray) or raw.ndim not in (2, 3):
+            shape = getattr(raw, "shape", type(raw).__name__)
+            raise ImageError(f"expected an (H, W, C) image array, got {shape}")
+        info = encoding_info(frame.encoding)
+        channels = 1 if raw.ndim == 2 else raw.shape[2]
+        if channels != info.channels:
+            raise ImageError(f"{info.name} needs {info.channels} channel(s), the image has {channels}")
+        check_size(raw.shape[1], raw.shape[0])
+        frame.intrinsics.check_image(raw.shape[1], raw.shape[0])
+    except (ImageError, CameraInfoError) as e:
+        raise FrameError(index, str(e)) from None
+    if frame.settings.routing not in ROUTING_TO_HEAD:
+        raise FrameError(index, f"unknown routing {frame.settings.routing!r}; use one of {', '.join(ROUTING_TO_HEAD)}")
 
 
 @dataclass
 class InFlight:
-    """A submitted frame: ``result()`` waits for its copies and returns the host-side frame (once)."""
+    """A submitted batch: ``results()`` waits for its copies and returns one host-side frame per input (once)."""
 
-    pipeline: DepthPipeline
-    slot: _Slot | None
-    outputs: dict[str, torch.Tensor]  # host tensors (pinned on CUDA), filled when ``done`` fires
-    meta: dict
-    _frame: DepthFrame | None = None
+    transfers: Transfers
+    buffers: HostBuffers | None
+    outputs: dict[str, torch.Tensor]  # host tensors (pinned on CUDA), filled when the copies land
+    metas: list[dict]  # per frame
+    timings_ms: dict[str, float]
+    meta: dict = field(default_factory=dict)  # the caller's bookkeeping (the engine's sequence numbers)
+    _frames: list[DepthFrame] | None = None
 
-    def result(self) -> DepthFrame:
-        if self._frame is not None:
-            return self._frame
+    def __len__(self) -> int:
+        return len(self.metas)
+
+    def results(self) -> list[DepthFrame]:
+        if self._frames is not None:
+            return self._frames
         t0 = time.perf_counter()
         try:
-            if self.slot is not None and self.slot.done is not None:
-                self.slot.done.synchronize()
-            frame = self.pipeline._host_frame(self.outputs, self.meta)
+            self.transfers.wait(self.buffers)
+            frames = host_frames(self.outputs, self.metas)
         finally:
-            if self.slot is not None:
-                self.pipeline._free.put(self.slot)
-                self.slot = None
-        frame.timings_ms.update(self.meta["timings_ms"], wait=1e3 * (time.perf_counter() - t0))
-        self._frame = frame
-        return frame
+            self.transfers.release(self.buffers)
+            self.buffers = None
+        wait = 1e3 * (time.perf_counter() - t0)
+        for frame in frames:
+            frame.timings_ms.update(self.timings_ms, wait=wait)
+        self._frames = frames
+        return frames
+
+    def result(self) -> DepthFrame:
+        """The one frame of a batch of one."""
+        frames = self.results()
+        if len(frames) != 1:
+            raise ValueError(f"result() is for a batch of one; this batch has {len(frames)} frames: use results()")
+        return frames[0]
 
 
 class DepthPipeline:
-    """Runs a loaded ZoeDepth on raw camera buffers.
+    """Runs a loaded ZoeDepth on raw camera buffers, a batch at a time.
 
     Args:
         runner: a ``DepthRunner`` (or a bare ``ZoeDepth``, run eagerly).
         device: where the model runs.
         pinned: stage through pinned host buffers (and, on CUDA, copy on a copy stream); default: on CUDA only.
-            Without them every copy is synchronous and ``submit`` returns a finished frame.
+            Without them every copy is synchronous and ``submit_batch`` returns finished frames.
     """
 
     def __init__(self, runner: DepthRunner | ZoeDepth, device: torch.device, pinned: bool | None = None) -> None:
@@ -151,78 +186,100 @@ class DepthPipeline:
         self.runner = runner
         self.device = device
         self.cuda = device.type == "cuda"
-        self.pinned = self.cuda if pinned is None else pinned
-        self._cloud_buffer: torch.Tensor | None = None  # CPU: reused; a fresh 10 MB buffer costs page faults
-        self._free: queue.Queue[_Slot] = queue.Queue()
-        for _ in range(IN_FLIGHT if self.pinned else 0):
-            self._free.put(_Slot())
-        self._copy_stream = torch.cuda.Stream(device) if self.pinned and self.cuda else None
+        self.transfers = Transfers(device, pinned)
+        self._cloud_buffers: dict[int, torch.Tensor] = {}  # CPU, per batch position: a fresh 10 MB costs page faults
+
+    @property
+    def pinned(self) -> bool:
+        return self.transfers.pinned
 
     def check_pinned(self) -> None:
         """Raise PinnedMemoryError now, at start-up, where pinned memory cannot be had at all."""
-        if self.pinned:
-            pinned_empty((PINNED_PROBE_BYTES,), torch.uint8)  # freed at once (into the host allocator's cache)
+        self.transfers.check_pinned()
 
     @property
     def model(self) -> ZoeDepth:
         return self.runner.model
 
-    def upload(self, raw: np.ndarray, slot: _Slot | None) -> torch.Tensor:
-        """The raw image on the device: one copy, staged in pinned memory on CUDA so it can be asynchronous."""
-        pixels = array_to_tensor(raw)
-        if slot is None:
-            return pixels.to(self.device)
-        staged = slot.host("input", pixels)
-        staged.copy_(pixels)
-        return staged.to(self.device, non_blocking=True)
-
     def run(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> DepthFrame:
-        """Depth (and cloud) for one (H, W, C) raw image whose geometry is ``intrinsics``; waits for it."""
+        """Depth (and cloud) for one raw image whose size ``intrinsics`` describes; waits for it."""
         return self.submit(raw, encoding, intrinsics, settings).result()
 
-    @torch.inference_mode()
     def submit(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> InFlight:
-        """Queue one frame's work; on CUDA this returns before the device has finished it.
+        """``submit_batch`` of one frame."""
+        return self.submit_batch([FrameInput(raw, encoding, intrinsics, settings)])
 
-        At most ``IN_FLIGHT`` frames may be awaiting ``result()``; a further submit waits for one of them.
+    def run_batch(self, frames: Sequence[FrameInput]) -> list[DepthFrame]:
+        return self.submit_batch(frames).results()
+
+    @torch.inference_mode()
+    def submit_batch(self, frames: Sequence[FrameInput]) -> InFlight:
+        """Queue one forward for ``frames`` (all with one ``batch_key``); on CUDA this returns before the device
+        has finished. A bad frame raises FrameError naming its index, before any device work.
+
+        At most ``transfer.IN_FLIGHT`` batches may be awaiting ``results()``; a further submit waits for one.
         """
-        slot = self._free.get() if self.pinned else None
+        if not frames:
+            raise ValueError("an empty batch")
+        for i, frame in enumerate(frames):
+            check_frame(frame, i)
+        keys = {batch_key(f) for f in frames}
+        if len(keys) > 1:
+            raise ValueError(f"frames of one batch must share image size and model settings, got {sorted(keys)}")
+        buffers = self.transfers.acquire()
         try:
-            return self._submit(raw, encoding, intrinsics, settings, slot)
+            return self._submit(frames, buffers)
         except BaseException:
-            if slot is not None:
-                self._free.put(slot)
+            self.transfers.release(buffers)
             raise
 
-    def _submit(self, raw, encoding, intrinsics, settings, slot) -> InFlight:
+    def _submit(self, frames: Sequence[FrameInput], buffers: HostBuffers | None) -> InFlight:
         t0 = time.perf_counter()
-        pixels = self.upload(raw, slot)
-        rgb = to_rgb(pixels, encoding)
+        pixels = [self.transfers.upload(f.raw, buffers, f"input{i}") for i, f in enumerate(frames)]
+        rgb = torch.cat([to_rgb(p, f.encoding) for p, f in zip(pixels, frames, strict=True)])
         t1 = time.perf_counter()
+        first = frames[0].settings
         result = self.runner(
-            rgb, pad_input=settings.pad_input, flip_aug=settings.flip_aug, domain=ROUTING_TO_DOMAIN[settings.routing]
+            rgb,
+            pad_input=first.pad_input,
+            flip_aug=first.flip_aug,
+            head=ROUTING_TO_HEAD[first.routing],
+            per_image=True,
         )
         t2 = time.perf_counter()
-        depth = result.depth[0, 0]
+        device_out = self._routing_tensors(result)
+        metas = []
+        for i, (frame, p) in enumerate(zip(frames, pixels, strict=True)):
+            out, meta = self._frame_outputs(i, result.depth[i, 0], frame, p)
+            meta["head_names"] = result.head_names
+            meta["forced"] = result.forced
+            device_out.update({f"{name}{i}": t for name, t in out.items()})
+            metas.append(meta)
+        outputs = self.transfers.to_host(device_out, buffers)
+        t3 = time.perf_counter()
+        timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)}
+        inflight = InFlight(self.transfers, buffers, outputs, metas, timings)
+        if buffers is None:
+            inflight.results()  # already computed; take the bytes before the next batch reuses the CPU buffers
+        return inflight
+
+    def _frame_outputs(
+        self, index: int, depth: torch.Tensor, frame: FrameInput, pixels: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict]:
+        """One frame's depth (scaled, masked), cloud and colour map on the device, and what describes them."""
+        settings, intrinsics = frame.settings, frame.intrinsics
         height, width = output_size(depth.shape[0], depth.shape[1], settings.output_scale)
-        out_intrinsics = intrinsics
         if (height, width) != tuple(depth.shape):
             depth = F.interpolate(depth[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-            out_intrinsics = intrinsics.scaled(width, height)
+            intrinsics = intrinsics.scaled(width, height)
         invalid = ~torch.isfinite(depth) | (depth < settings.min_depth) | (depth > settings.max_depth)
         depth = depth.masked_fill(invalid, float("nan")).contiguous()
-        device_out = {"depth": depth, **self._routing_tensors(result)}
-        meta = {
-            "height": height,
-            "width": width,
-            "intrinsics": out_intrinsics,
-            "forced": result.forced,
-            "head_names": result.head_names,
-        }
+        out = {"depth": depth}
+        meta = {"index": index, "height": height, "width": width, "intrinsics": intrinsics}
         if settings.points:
             colors = None
             if settings.color:
-                colors = to_rgb8(pixels, encoding)
+                colors = to_rgb8(pixels, frame.encoding)
                 if colors.shape[:2] != (height, width):
                     colors = (
                         F.interpolate(colors.permute(2, 0, 1)[None].float(), size=(height, width), mode="nearest")[0]
@@ -231,70 +288,41 @@ class DepthPipeline:
                     )
             rows, cols = -(-height // settings.decimation), -(-width // settings.decimation)
             shape = (rows, cols * (POINT_STEP_XYZRGB if colors is not None else POINT_STEP_XYZ))
-            buffer = None
-            if not self.cuda and self._cloud_buffer is not None and tuple(self._cloud_buffer.shape) == shape:
-                buffer = self._cloud_buffer  # CPU only: the previous frame's bytes were already copied out
-            packed = depth_to_cloud(depth, out_intrinsics, colors, settings.decimation, out=buffer)
+            buffer = self._cloud_buffers.get(index)
+            if self.cuda or buffer is None or tuple(buffer.shape) != shape:
+                buffer = None  # CPU only: the previous batch's bytes were already copied out
+            packed = depth_to_cloud(depth, intrinsics, colors, settings.decimation, out=buffer)
             if not self.cuda:
-                self._cloud_buffer = packed
-            device_out["cloud"] = packed
+                self._cloud_buffers[index] = packed
+            out["cloud"] = packed
             meta.update(cloud_height=rows, cloud_width=cols)
         if settings.colormap:
-            device_out["colormap"] = colorize_depth(depth, settings.min_depth, settings.max_depth)
-        outputs = self._to_host(device_out, slot)
-        t3 = time.perf_counter()
-        meta["timings_ms"] = {
-            "preprocess": 1e3 * (t1 - t0),
-            "inference": 1e3 * (t2 - t1),
-            "postprocess": 1e3 * (t3 - t2),
-        }
-        inflight = InFlight(self, slot, outputs, meta)
-        if slot is None:
-            inflight.result()  # CPU: already computed; take the bytes before the next frame reuses the buffers
-        return inflight
-
-    def _to_host(self, device_out: dict[str, torch.Tensor], slot: _Slot | None) -> dict[str, torch.Tensor]:
-        """One device-to-host copy per output; on CUDA queued on the copy stream into the slot's pinned buffers."""
-        if slot is None:
-            return {name: t.cpu() for name, t in device_out.items()}
-        if self._copy_stream is None:  # pinned staging without a device (tests): plain synchronous copies
-            outputs = {}
-            for name, t in device_out.items():
-                outputs[name] = slot.host(name, t)
-                outputs[name].copy_(t)
-            slot.done = None
-            return outputs
-        compute = torch.cuda.current_stream(self.device)
-        self._copy_stream.wait_stream(compute)
-        outputs = {}
-        with torch.cuda.stream(self._copy_stream):
-            for name, t in device_out.items():
-                host = slot.host(name, t)
-                host.copy_(t, non_blocking=True)
-                t.record_stream(self._copy_stream)  # its memory is not reused before the copy is done
-                outputs[name] = host
-            slot.done = torch.cuda.Event()
-            slot.done.record(self._copy_stream)
-        return outputs
+            out["colormap"] = colorize_depth(depth, settings.min_depth, settings.max_depth)
+        return out, meta
 
     @staticmethod
     def _routing_tensors(result: InferenceResult) -> dict[str, torch.Tensor]:
-        """The first pass's head index and batch-summed logits (the batch decision; a batch of one here)."""
-        out = {"head_index": result.domain_indices[:1].clone()}  # graph outputs are overwritten by the next replay
-        if result.domain_logits:
-            out["logits"] = result.domain_logits[0].float().sum(dim=0)
+        """The first pass's head and router logits of every image."""
+        out = {"head_index": result.head_indices[0].clone()}  # graph outputs are overwritten by the next replay
+        if result.head_logits:
+            out["logits"] = result.head_logits[0].float().clone()
         return out
 
-    @staticmethod
-    def _host_frame(outputs: dict[str, torch.Tensor], meta: dict) -> DepthFrame:
-        head = meta["head_names"][int(outputs["head_index"][0])]
+
+def host_frames(outputs: dict[str, torch.Tensor], metas: list[dict]) -> list[DepthFrame]:
+    """The host-side frames of a batch whose copies have landed in ``outputs``."""
+    frames = []
+    for meta in metas:
+        i = meta["index"]
+        head = meta["head_names"][int(outputs["head_index"][i])]
         logits: list[float] = []
         probability = math.nan
         if "logits" in outputs:
-            logits = [float(v) for v in outputs["logits"]]
-            probability = float(torch.softmax(outputs["logits"], dim=-1)[0 if head == "nyu" else 1])
+            row = outputs["logits"][i]
+            logits = [float(v) for v in row]
+            probability = float(torch.softmax(row, dim=-1)[0 if head == "nyu" else 1])
         frame = DepthFrame(
-            host_payload(outputs["depth"]),
+            host_payload(outputs[f"depth{i}"]),
             meta["height"],
             meta["width"],
             meta["intrinsics"],
@@ -304,9 +332,10 @@ class DepthPipeline:
             logits=logits,
             forced=meta["forced"],
         )
-        if "cloud" in outputs:
-            frame.cloud = host_payload(outputs["cloud"])
+        if f"cloud{i}" in outputs:
+            frame.cloud = host_payload(outputs[f"cloud{i}"])
             frame.cloud_height, frame.cloud_width = meta["cloud_height"], meta["cloud_width"]
-        if "colormap" in outputs:
-            frame.colormap = host_payload(outputs["colormap"])
-        return frame
+        if f"colormap{i}" in outputs:
+            frame.colormap = host_payload(outputs[f"colormap{i}"])
+        frames.append(frame)
+    return frames

@@ -49,7 +49,8 @@ class CallKey:
     dtype: torch.dtype
     pad_input: bool
     flip_aug: bool
-    domain: str | None
+    head: str | None
+    per_image: bool
 
 
 @dataclass
@@ -118,36 +119,45 @@ class DepthRunner:
         x: torch.Tensor,
         pad_input: bool,
         flip_aug: bool,
-        domain: str | None,
+        head: str | None,
+        per_image: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        r = self.model.predict(x, pad_input=pad_input, flip_aug=flip_aug, domain=domain, route_on_device=True)
-        return r.depth, r.domain_indices, r.domain_logits
+        r = self.model.predict(
+            x, pad_input=pad_input, flip_aug=flip_aug, head=head, route_on_device=True, per_image=per_image
+        )
+        return r.depth, r.head_indices, r.head_logits
 
-    def _result(self, tensors, domain: str | None) -> InferenceResult:
+    def _result(self, tensors, head: str | None) -> InferenceResult:
         depth, indices, logits = tensors
-        return InferenceResult(depth, indices, tuple(logits), domain is not None, self.model.domains)
+        return InferenceResult(depth, indices, tuple(logits), head is not None, self.model.heads)
 
     @torch.inference_mode()
     def __call__(
-        self, rgb: torch.Tensor, pad_input: bool = True, flip_aug: bool = False, domain: str | None = None
+        self,
+        rgb: torch.Tensor,
+        pad_input: bool = True,
+        flip_aug: bool = False,
+        head: str | None = None,
+        per_image: bool = False,
     ) -> InferenceResult:
-        """Depth for a (B, 3, H, W) float RGB batch in [0, 1] on ``device``.
+        """Depth for a (B, 3, H, W) float RGB batch in [0, 1] on ``device``; ``per_image``: see ZoeDepth.forward.
 
         In the graph modes the returned tensors are the graph's static outputs: read them (or enqueue their
-        copies) before the next call with the same key.
+        copies) before the next call with the same key. Graphs are captured per key, so per batch size too.
         """
         if self.mode == "eager":
-            return self.model.predict(rgb, pad_input=pad_input, flip_aug=flip_aug, domain=domain)
+            return self.model.predict(rgb, pad_input=pad_input, flip_aug=flip_aug, head=head, per_image=per_image)
         # Bad inputs raise their ValueError here, before anything is compiled or captured, so that they are
         # never mistaken for a CaptureError / CompileError (a mode that cannot work).
         self.model._check_input(rgb)
-        self.model._resolve_domain(domain)
-        key = self.last_key = CallKey(tuple(rgb.shape), rgb.dtype, pad_input, flip_aug, domain)
+        self.model.resolve_head(head)
+        key = self.last_key = CallKey(tuple(rgb.shape), rgb.dtype, pad_input, flip_aug, head, per_image)
+        args = (rgb, pad_input, flip_aug, head, per_image)
         if not self.uses_graphs:  # compile on the CPU
             if key in self._compiled_keys:
-                return self._result(self._compiled(rgb, pad_input, flip_aug, domain), domain)
+                return self._result(self._compiled(*args), head)
             with self._compiling(key):
-                result = self._result(self._compiled(rgb, pad_input, flip_aug, domain), domain)
+                result = self._result(self._compiled(*args), head)
             self._compiled_keys.add(key)
             return result
         captured = self._graphs.get(key)
@@ -194,7 +204,7 @@ class DepthRunner:
         except Exception as e:
             raise CaptureError(f"CUDA-graph capture failed for {key.shape}: {_one_line(e)}") from e
         log.info("captured a CUDA graph for %s (%s)", key, self.describe())
-        return _Captured(graph, static_input, self._result(outputs, key.domain))
+        return _Captured(graph, static_input, self._result(outputs, key.head))
 
     def _warm_up_for_capture(self, fn, static_input: torch.Tensor, key: CallKey) -> None:
         """Eager calls on a side stream, so that cuDNN / cuBLAS (and inductor) settle before the recording."""
@@ -202,14 +212,14 @@ class DepthRunner:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(GRAPH_WARMUP_CALLS):
-                fn(static_input, key.pad_input, key.flip_aug, key.domain)
+                fn(static_input, key.pad_input, key.flip_aug, key.head, key.per_image)
         torch.cuda.current_stream(self.device).wait_stream(side)
 
     def _record(self, fn, static_input: torch.Tensor, key: CallKey):
         """One call recorded into a CUDA graph: (graph, its static outputs)."""
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            outputs = fn(static_input, key.pad_input, key.flip_aug, key.domain)
+            outputs = fn(static_input, key.pad_input, key.flip_aug, key.head, key.per_image)
         return graph, outputs
 
     def warmup(
@@ -218,12 +228,14 @@ class DepthRunner:
         width: int,
         pad_input: bool = True,
         flip_aug: bool = False,
-        domain: str | None = None,
+        head: str | None = None,
         calls: int = 2,
+        batch: int = 1,
+        per_image: bool = False,
     ) -> None:
-        """Run (and in the graph modes capture) the model for one camera size before frames arrive."""
-        rgb = torch.linspace(0, 1, height * width * 3, device=self.device).reshape(1, 3, height, width)
+        """Run (and in the graph modes capture) the model for one camera size and batch size before frames arrive."""
+        rgb = torch.linspace(0, 1, batch * height * width * 3, device=self.device).reshape(batch, 3, height, width)
         for _ in range(calls):
-            self(rgb, pad_input=pad_input, flip_aug=flip_aug, domain=domain)
+            self(rgb, pad_input=pad_input, flip_aug=flip_aug, head=head, per_image=per_image)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

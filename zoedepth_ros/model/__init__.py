@@ -4,7 +4,7 @@ from .config import PRESETS, ZOED_K, ZOED_N, ZOED_NK, ZoeDepthConfig, tiny_confi
 from .layouts import LayoutError, detect_variant, official_state_dict
 from .loading import CheckpointError, load, read_checkpoint
 from .precision import PRECISIONS, precision_of, set_precision
-from .zoedepth import InferenceResult, ZoeDepth
+from .zoedepth import ForwardOutput, InferenceResult, ZoeDepth
 
 __all__ = [
     "PRECISIONS",
@@ -13,6 +13,7 @@ __all__ = [
     "ZOED_N",
     "ZOED_NK",
     "CheckpointError",
+    "ForwardOutput",
     "InferenceResult",
     "LayoutError",
     "ZoeDepth",

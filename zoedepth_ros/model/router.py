@@ -14,8 +14,8 @@ from torch import nn
 
 from .config import RouterConfig
 
-DOMAINS = ("nyu", "kitti")  # logit index -> head name
-DOMAIN_ALIASES = {"nyu": "nyu", "indoor": "nyu", "kitti": "kitti", "outdoor": "kitti"}
+HEADS = ("nyu", "kitti")  # logit index -> head name
+HEAD_ALIASES = {"nyu": "nyu", "indoor": "nyu", "kitti": "kitti", "outdoor": "kitti"}
 
 
 def sinusoidal_encoding(length: int, dim: int, device=None, dtype=None) -> torch.Tensor:
@@ -49,11 +49,11 @@ def domain_classifier(dim: int, device=None, dtype=None) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(dim, dim, device=device, dtype=dtype),
         nn.ReLU(),
-        nn.Linear(dim, len(DOMAINS), device=device, dtype=dtype),
+        nn.Linear(dim, len(HEADS), device=device, dtype=dtype),
     )
 
 
-def batch_domain(logits: torch.Tensor) -> torch.Tensor:
+def batch_head(logits: torch.Tensor) -> torch.Tensor:
     """Index of the head for the whole batch: argmax of softmax of the logits summed over the batch.
 
     Upstream takes one decision per batch, so frames batched together share a head.
@@ -61,8 +61,13 @@ def batch_domain(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float().sum(dim=0), dim=-1).argmax()
 
 
-def canonical_domain(name: str) -> str:
+def image_heads(logits: torch.Tensor) -> torch.Tensor:
+    """(B,) head index of each image, decided as ``batch_head`` decides for that image alone."""
+    return torch.softmax(logits.float(), dim=-1).argmax(dim=-1)
+
+
+def canonical_head(name: str) -> str:
     try:
-        return DOMAIN_ALIASES[name.lower()]
+        return HEAD_ALIASES[name.lower()]
     except (KeyError, AttributeError):
-        raise ValueError(f"unknown domain {name!r}; use one of {sorted(DOMAIN_ALIASES)}") from None
+        raise ValueError(f"unknown head {name!r}; use one of {sorted(HEAD_ALIASES)}") from None

@@ -15,7 +15,7 @@ from .config import ZoeDepthConfig
 from .decoder import DPTDepth, DPTFeatures
 from .metric_bins import AttractorLayer, ConditionalLogBinomial, Projector, SeedBinRegressor, resize_to
 from .processing import net_input_size, pad_reflect, prepare_input, restore_size
-from .router import DOMAINS, PatchTransformerEncoder, batch_domain, canonical_domain, domain_classifier
+from .router import HEADS, PatchTransformerEncoder, batch_head, canonical_head, domain_classifier, image_heads
 
 
 class MidasCore(nn.Module):
@@ -30,22 +30,37 @@ class MidasCore(nn.Module):
 
 
 @dataclass(frozen=True)
+class ForwardOutput:
+    """``ZoeDepth.forward`` output: metric depth at network resolution and the head each image went to."""
+
+    metric_depth: torch.Tensor  # (B, 1, h, w) metres
+    head_index: torch.Tensor  # (B,) long: each image's head, an index into ``ZoeDepth.heads``
+    head: str | None  # the one head that served the whole batch; None when selected per image on the device
+    head_logits: torch.Tensor | None  # (B, 2) router logits for NK (also when the head is forced); else None
+
+
+@dataclass(frozen=True)
 class InferenceResult:
     """``ZoeDepth.predict`` output: depth at input size and the routing of each forward pass.
 
-    The head of each pass is kept as a device tensor so that on-device routing needs no host sync; ``domains``
-    reads it (and syncs) only when asked.
+    The heads are kept as a device tensor so that on-device routing needs no host sync; ``heads`` and
+    ``image_heads`` read it (and sync) only when asked.
     """
 
     depth: torch.Tensor  # B, 1, H, W metres
-    domain_indices: torch.Tensor  # (passes,) long: index into head_names; 2 passes with flip augmentation
-    domain_logits: tuple[torch.Tensor, ...]  # (B, 2) per pass; empty for single-head models
+    head_indices: torch.Tensor  # (passes, B) long: index into head_names; 2 passes with flip augmentation
+    head_logits: tuple[torch.Tensor, ...]  # (B, 2) per pass; empty for single-head models
     forced: bool
     head_names: tuple[str, ...]
 
+    def image_heads(self, index: int = 0) -> tuple[str, ...]:
+        """The head of each pass for image ``index`` of the batch."""
+        return tuple(self.head_names[i] for i in self.head_indices[:, index].tolist())
+
     @property
-    def domains(self) -> tuple[str, ...]:
-        return tuple(self.head_names[i] for i in self.domain_indices.tolist())
+    def heads(self) -> tuple[str, ...]:
+        """The head of each pass for the first image (all of a batch's, with batch routing)."""
+        return self.image_heads(0)
 
 
 def module_dtype(module: nn.Module) -> torch.dtype:
@@ -106,7 +121,8 @@ class ZoeDepth(nn.Module):
         self.eval()
 
     @property
-    def domains(self) -> tuple[str, ...]:
+    def heads(self) -> tuple[str, ...]:
+        """The metric heads this model has, in router-logit order for NK."""
         return self.config.head_names
 
     def _head(self, name: str) -> tuple[SeedBinRegressor, nn.ModuleList, ConditionalLogBinomial]:
@@ -123,61 +139,64 @@ class ZoeDepth(nn.Module):
         if x.shape[0] == 0:
             raise ValueError("empty batch")
 
-    def _resolve_domain(self, domain: str | None) -> str | None:
-        if domain is None:
+    def resolve_head(self, head: str | None) -> str | None:
+        """The canonical name of a head to force ("indoor" -> "nyu"); ValueError when this model lacks it."""
+        if head is None:
             return None
-        name = canonical_domain(domain)
-        if name not in self.domains:
+        name = canonical_head(head)
+        if name not in self.heads:
             raise ValueError(
-                f"this {self.config.variant.upper()} model has only the {self.domains} head(s); cannot force {domain!r}"
+                f"this {self.config.variant.upper()} model has only the {self.heads} head(s); cannot force {head!r}"
             )
         return name
 
-    def forward(self, x: torch.Tensor, domain: str | None = None, route_on_device: bool = False) -> dict:
+    def forward(
+        self, x: torch.Tensor, head: str | None = None, route_on_device: bool = False, per_image: bool = False
+    ) -> ForwardOutput:
         """Metric depth at network resolution.
 
         Args:
             x: (B, 3, H, W) RGB float in [0, 1]; resized and normalised here as upstream does.
-            domain: force a head ("nyu"/"indoor" or "kitti"/"outdoor") instead of the router.
+            head: force a head ("nyu"/"indoor" or "kitti"/"outdoor") instead of the router.
             route_on_device: NK only: run both heads and select on the device instead of reading the router's
                 decision on the host, so that the forward has no host sync (CUDA graphs, torch.compile).
                 The selected depth is the same as with host routing.
-        Returns:
-            dict with ``metric_depth`` (B, 1, h, w), ``domain_index`` (0-dim long tensor indexing
-            ``self.domains``), ``domain`` (head name, or None when routed on the device) and, for NK,
-            ``domain_logits`` (B, 2) (computed even when the head is forced).
+            per_image: NK only: each image gets the head its own router picks, as if it were alone (frames of
+                independent cameras batched together). Off, the batch shares one decision, as upstream does;
+                for a batch of one the two are the same.
         """
         self._check_input(x)
-        forced = self._resolve_domain(domain)
+        forced = self.resolve_head(head)
         size = net_input_size(x.shape[-2], x.shape[-1], self.config.net_size, self.config.keep_aspect)
         device = self.conv2.weight.device
+        batch = x.shape[0]
         feats = self.core(prepare_input(x.to(device), size).to(module_dtype(self.core)))
         head_dtype = module_dtype(self.conv2)
         if feats.l4_rn.dtype != head_dtype:
             feats = DPTFeatures(*(f.to(head_dtype) for f in feats))
         bottleneck = self.conv2(feats.l4_rn)
-        out: dict = {}
-        names: tuple[str, ...]
+        logits = None
         if self.config.router is None:
-            names, index = self.domains, torch.zeros((), dtype=torch.long, device=device)
+            names, index = self.heads, torch.zeros(batch, dtype=torch.long, device=device)
         else:
             emb = self.patch_transformer(bottleneck.to(module_dtype(self.patch_transformer)))
             logits = self.mlp_classifier(emb).float()
-            out["domain_logits"] = logits
             if forced is not None:
-                names, index = (forced,), torch.full((), DOMAINS.index(forced), device=device)
-            elif route_on_device:
-                names, index = DOMAINS, batch_domain(logits)
+                names, index = (forced,), torch.full((batch,), HEADS.index(forced), device=device)
             else:
-                names = (DOMAINS[int(batch_domain(logits))],)  # one host sync per batch
-                index = torch.full((), DOMAINS.index(names[0]), device=device)
+                index = image_heads(logits) if per_image else batch_head(logits).expand(batch)
+                if route_on_device:
+                    names = HEADS
+                else:
+                    chosen = sorted(set(index.tolist()))  # one host sync per batch
+                    names = tuple(HEADS[i] for i in chosen) if len(chosen) > 1 else (HEADS[chosen[0]],)
         shared = self._shared_embeddings(feats, bottleneck)
         depths = [self._metric_head(name, feats, bottleneck, shared) for name in names]
-        depth = depths[0] if len(depths) == 1 else torch.where(index == 0, depths[0], depths[1])
-        out["metric_depth"] = depth
-        out["domain_index"] = index
-        out["domain"] = names[0] if len(names) == 1 else None
-        return out
+        if len(depths) == 1:
+            depth = depths[0]
+        else:  # both heads ran: each image takes its own one
+            depth = torch.where((index == 0).view(batch, 1, 1, 1), depths[0], depths[1])
+        return ForwardOutput(depth, index, names[0] if len(names) == 1 else None, logits)
 
     def _shared_embeddings(self, feats: DPTFeatures, bottleneck: torch.Tensor) -> list[torch.Tensor]:
         """Bin embeddings both heads read: the seed projection, then one per decoder level."""
@@ -201,13 +220,13 @@ class ZoeDepth(nn.Module):
         return torch.sum(probs * centers, dim=1, keepdim=True)
 
     def _infer_once(
-        self, x: torch.Tensor, pad_input: bool, domain: str | None, route_on_device: bool
-    ) -> tuple[torch.Tensor, dict]:
+        self, x: torch.Tensor, pad_input: bool, head: str | None, route_on_device: bool, per_image: bool
+    ) -> tuple[torch.Tensor, ForwardOutput]:
         pads = (0, 0)
         if pad_input:
             x, pads = pad_reflect(x)
-        out = self(x, domain=domain, route_on_device=route_on_device)
-        depth = restore_size(out["metric_depth"].float(), tuple(x.shape[-2:]), pads)
+        out = self(x, head=head, route_on_device=route_on_device, per_image=per_image)
+        depth = restore_size(out.metric_depth.float(), tuple(x.shape[-2:]), pads)
         return depth, out
 
     @torch.no_grad()
@@ -216,29 +235,31 @@ class ZoeDepth(nn.Module):
         x: torch.Tensor,
         pad_input: bool = True,
         flip_aug: bool = True,
-        domain: str | None = None,
+        head: str | None = None,
         route_on_device: bool = False,
+        per_image: bool = False,
     ) -> InferenceResult:
         """``infer`` plus the routing of each pass (flip passes route independently, as upstream).
 
-        With ``route_on_device`` nothing here waits for the device (see ``forward``).
+        With ``route_on_device`` nothing here waits for the device; ``per_image`` routes each image on its own
+        (see ``forward``).
         """
         self._check_input(x)
-        depth, out = self._infer_once(x, pad_input, domain, route_on_device)
+        depth, out = self._infer_once(x, pad_input, head, route_on_device, per_image)
         outs = [out]
         if flip_aug:
-            flipped, out_f = self._infer_once(torch.flip(x, dims=[3]), pad_input, domain, route_on_device)
+            flipped, out_f = self._infer_once(torch.flip(x, dims=[3]), pad_input, head, route_on_device, per_image)
             depth = (depth + torch.flip(flipped, dims=[3])) / 2
             outs.append(out_f)
-        logits = tuple(o["domain_logits"] for o in outs if "domain_logits" in o)
-        indices = torch.stack([o["domain_index"] for o in outs])
-        return InferenceResult(depth, indices, logits, domain is not None, self.domains)
+        logits = tuple(o.head_logits for o in outs if o.head_logits is not None)
+        indices = torch.stack([o.head_index for o in outs])
+        return InferenceResult(depth, indices, logits, head is not None, self.heads)
 
     def infer(
-        self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True, domain: str | None = None
+        self, x: torch.Tensor, pad_input: bool = True, flip_aug: bool = True, head: str | None = None
     ) -> torch.Tensor:
         """Official ``infer()``: optional reflect padding and flip averaging; (B, 1, H, W) metres, float32."""
-        return self.predict(x, pad_input=pad_input, flip_aug=flip_aug, domain=domain).depth
+        return self.predict(x, pad_input=pad_input, flip_aug=flip_aug, head=head).depth
 
     def net_size_for(self, height: int, width: int) -> tuple[int, int]:
         return net_input_size(height, width, self.config.net_size, self.config.keep_aspect)

@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as exc:
         raise EvalError(f"cannot load checkpoint {args.checkpoint}: {exc}") from exc
     domain = None if args.domain == "auto" else args.domain
-    heads = tuple(getattr(model, "domains", ()))
+    heads = tuple(getattr(model, "heads", ()))
     if domain is not None and heads and domain not in heads:
         raise EvalError(f"--domain {domain}: this model only has the {', '.join(heads)} head(s)")
 
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
             )
         x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32) / 255.0
         with torch.inference_mode():
-            pred = model.infer(x, pad_input=not args.no_pad, flip_aug=not args.no_flip, domain=domain)
+            pred = model.infer(x, pad_input=not args.no_pad, flip_aug=not args.no_flip, head=domain)
         try:
             metrics = compute_metrics(
                 pred[0, 0].float().cpu(), gt, min_depth=args.min_depth, max_depth=max_depth, crop=crop, dataset=dataset
