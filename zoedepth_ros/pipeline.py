@@ -236,7 +236,8 @@ class DepthPipeline:
     def _submit(self, frames: Sequence[FrameInput], buffers: HostBuffers | None) -> InFlight:
         t0 = time.perf_counter()
         pixels = [self.transfers.upload(f.raw, buffers, f"input{i}") for i, f in enumerate(frames)]
-        rgb = torch.cat([to_rgb(p, f.encoding) for p, f in zip(pixels, frames, strict=True)])
+        parts = [to_rgb(p, f.encoding) for p, f in zip(pixels, frames, strict=True)]
+        rgb = parts[0] if len(parts) == 1 else torch.cat(parts)
         t1 = time.perf_counter()
         first = frames[0].settings
         result = self.runner(
