@@ -13,8 +13,9 @@ import pytest
 import torch
 from model_fixtures import randomize_
 
-from zoedepth_ros.engine import Engine, Rung
+from zoedepth_ros.engine import Engine
 from zoedepth_ros.intrinsics import Intrinsics
+from zoedepth_ros.ladder import Rung
 from zoedepth_ros.model import ZoeDepth, tiny_config
 from zoedepth_ros.pipeline import FrameError, FrameInput, Settings, batch_key
 from zoedepth_ros.runtime import DepthRunner

@@ -16,16 +16,10 @@ from torch._inductor.exc import InductorError
 
 from zoedepth_ros import engine as engine_module
 from zoedepth_ros.accuracy import GuardReport
-from zoedepth_ros.engine import (
-    FAILURES_BEFORE_STEP_DOWN,
-    Engine,
-    EngineError,
-    FrameDropped,
-    Rung,
-    classify,
-    plan_ladder,
-)
+from zoedepth_ros.engine import FAILURES_BEFORE_STEP_DOWN, Engine, EngineError
+from zoedepth_ros.failures import FrameDropped, classify
 from zoedepth_ros.intrinsics import Intrinsics
+from zoedepth_ros.ladder import Rung, plan_ladder
 from zoedepth_ros.model import ZoeDepth, set_precision, tiny_config
 from zoedepth_ros.pipeline import PinnedMemoryError, Settings
 from zoedepth_ros.runtime import CaptureError, CompileError, DepthRunner

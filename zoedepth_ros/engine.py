@@ -51,12 +51,11 @@ from __future__ import annotations
 import copy
 import gc
 import logging
-import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -64,111 +63,36 @@ import torch
 from .accuracy import MAX_MEAN_REL_DIFF, PROBE_SIZE, GuardReport, guard, probe_images, reference_results, settled
 from .device import resolve_device
 from .errors import StartupError
+from .failures import (
+    DROPPED_KINDS,
+    IMMEDIATE_KINDS,
+    KIND_TEXT,
+    FrameDropped,
+    classify,
+    failure_text,
+    summary,
+)
 from .intrinsics import Intrinsics
-from .model import PRECISIONS, CheckpointError, ZoeDepth, load, precision_of, set_precision
+from .ladder import Fallback, Rung, plan_ladder
+from .model import CheckpointError, ZoeDepth, load, precision_of, set_precision
 from .pipeline import ROUTING_TO_HEAD, DepthFrame, DepthPipeline, FrameInput, InFlight, PinnedMemoryError, Settings
-from .runtime import MODES, CaptureError, CompileError, DepthRunner
+from .runtime import DepthRunner
 from .weights import WeightsError, ensure_checkpoint
 
+__all__ = [  # FrameDropped and DROPPED_KINDS are what callers of submit / results catch and count
+    "DROPPED_KINDS",
+    "FAILURES_BEFORE_STEP_DOWN",
+    "Engine",
+    "EngineError",
+    "FrameDropped",
+    "open_engine",
+]
+
 FAILURES_BEFORE_STEP_DOWN = 3  # consecutive out-of-memory / CUDA errors on one rung before the next one down
-COUNTED_KINDS = ("out_of_memory", "device_error", "cudnn")  # may be transient: stepped down after a few in a row
-IMMEDIATE_KINDS = ("capture", "compile")  # the mode cannot run this input: stepped down at once
-DROPPED_KINDS = (*COUNTED_KINDS, *IMMEDIATE_KINDS)  # what ``FrameDropped.kind`` can be
-MAX_REASON_CHARS = 300
 
 log = logging.getLogger(__name__)
 
 RunnerFactory = Callable[..., DepthRunner]  # (model, device, *, mode, channels_last, cudnn_benchmark) -> runner
-
-# Words that CUDA, cuDNN, cuBLAS and graph errors put in their messages. Case-sensitive and whole-word, so that
-# "cuda:0" (a device mismatch) and "CUDAFloatType" (a dtype mismatch) - programming errors - do not match.
-_DEVICE_TEXT = re.compile(
-    r"(?<![\w.])(?:CUDA(?![A-Za-z])|CUDAGraph|cudaGraph|cudaError|CUBLAS|cuBLAS|cuDNN|CUDNN"
-    r"|NVRTC)"
-)
-_CUDNN_TEXT = re.compile(r"(?<![\w.])(?:cuDNN|CUDNN)")
-_ACCELERATOR_ERROR: type | tuple = getattr(torch, "AcceleratorError", ())  # CUDA errors in recent torch
-
-
-def classify(exc: BaseException) -> str | None:
-    """The kind of device failure ``exc`` is, or None when it is not one (then it is the caller's problem).
-
-    Kinds: "pinned_memory", "out_of_memory", "capture" (recording a CUDA graph), "compile" (torch.compile /
-    dynamo / inductor), "cudnn", "device_error" (any other CUDA / cuBLAS / graph-replay error).
-    """
-    if isinstance(exc, PinnedMemoryError):
-        return "pinned_memory"
-    if isinstance(exc, torch.OutOfMemoryError):
-        return "out_of_memory"
-    if isinstance(exc, CaptureError):
-        return "capture"
-    if isinstance(exc, CompileError) or any(
-        c.__module__.startswith(("torch._dynamo", "torch._inductor")) for c in type(exc).__mro__
-    ):
-        return "compile"
-    if isinstance(exc, RuntimeError):
-        text = str(exc)
-        if _CUDNN_TEXT.search(text):
-            return "cudnn"
-        if isinstance(exc, _ACCELERATOR_ERROR) or _DEVICE_TEXT.search(text):
-            return "device_error"
-    return None
-
-
-def summary(exc: BaseException) -> str:
-    """``Type: first line`` of an exception (of its cause for our own wrappers), short enough for one log line."""
-    if isinstance(exc, CaptureError | CompileError | PinnedMemoryError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
-
-
-_KIND_TEXT = {
-    "out_of_memory": "out of memory",
-    "capture": "CUDA-graph capture failed",
-    "compile": "torch.compile failed",
-    "cudnn": "cuDNN error",
-    "device_error": "CUDA error",
-    "pinned_memory": "pinned allocation failed",
-}
-
-
-def failure_text(step: str, exc: BaseException) -> str:
-    """ "CUDA-graph capture failed during warm-up at 640x480 (RuntimeError: ...)", or "<step> failed (...)"."""
-    kind = classify(exc)
-    what = f"{_KIND_TEXT[kind]} during {step}" if kind is not None else f"{step} failed"
-    return f"{what} ({summary(exc)})"
-
-
-@dataclass(frozen=True)
-class Rung:
-    """One way to run the model; ``guarded``: chosen by precision "auto", so it must pass the accuracy guard."""
-
-    precision: str
-    mode: str
-    guarded: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.precision} {self.mode}"
-
-
-@dataclass(frozen=True)
-class Fallback:
-    """One step away from something that failed: a rung, or one of the switches (pinned memory, autotuning)."""
-
-    failed: str  # "bf16 cuda_graph", "pinned host memory", "cuDNN autotuning"
-    now: str  # what is used instead ("bf16 eager", "pageable copies", "off"; "" when nothing is left)
-    phase: str  # "start-up", "warm-up", "run time"
-    reason: str
-
-
-class FrameDropped(Exception):
-    """A frame lost to a device failure that the engine has already counted and acted on; ``kind`` names it."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class EngineError(RuntimeError):
@@ -189,45 +113,6 @@ class _GuardRejected(Exception):
 
 class _ReferenceFailed(Exception):
     pass
-
-
-def plan_ladder(
-    precision: str,
-    execution: str,
-    device: torch.device,
-    *,
-    bf16_supported: bool | None = None,
-    auto_precisions: Sequence[str] | None = None,
-) -> list[Rung]:
-    """The rungs for the requested settings, fastest first (see the module docstring).
-
-    ``auto_precisions`` replaces the reduced precisions that "auto" tries (default: bf16 and fp16 on CUDA,
-    none on the CPU); ``bf16_supported`` defaults to asking the GPU. A combination that can never run (CUDA
-    graphs on the CPU, unknown names) is a configuration error: ValueError, not a fallback.
-    """
-    if precision != "auto" and precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use auto or one of {', '.join(PRECISIONS)}")
-    if execution != "auto" and execution not in MODES:
-        raise ValueError(f"unknown execution mode {execution!r}; use auto or one of {', '.join(MODES)}")
-    cuda = device.type == "cuda"
-    if execution == "cuda_graph" and not cuda:
-        raise ValueError(f"execution cuda_graph needs a CUDA device; the node runs on {device}")
-    if execution == "compile":
-        modes = ["compile", "cuda_graph", "eager"] if cuda else ["compile", "eager"]
-    elif execution in ("auto", "cuda_graph"):
-        modes = ["cuda_graph", "eager"] if cuda else ["eager"]
-    else:
-        modes = ["eager"]
-    if precision == "auto":
-        if auto_precisions is None:
-            if cuda and (torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported):
-                auto_precisions = ("bf16", "fp16")
-            else:
-                auto_precisions = ("fp16",) if cuda else ()
-        precisions = [(p, True) for p in auto_precisions if p != "fp32"] + [("fp32", False)]
-    else:
-        precisions = [(precision, False)] + ([("fp32", False)] if precision != "fp32" else [])
-    return [Rung(p, m, guarded) for p, guarded in precisions for m in modes]
 
 
 class Engine:
@@ -623,7 +508,7 @@ class Engine:
                 self._pending_free.add(kind)
                 if kind in IMMEDIATE_KINDS or self.consecutive >= FAILURES_BEFORE_STEP_DOWN:
                     what = (
-                        f"{_KIND_TEXT[kind]} for a frame ({summary(exc)})"
+                        f"{KIND_TEXT[kind]} for a frame ({summary(exc)})"
                         if kind in IMMEDIATE_KINDS
                         else f"{self.consecutive} device failures in a row (last: {summary(exc)})"
                     )
@@ -637,7 +522,7 @@ class Engine:
         if shape is not None:
             size = f" for a {shape[1]}x{shape[0]} image" if batch == 1 else f" for {batch} {shape[1]}x{shape[0]} images"
         advice = "; consider output_scale or precision" if kind == "out_of_memory" else ""
-        return kind, f"{_KIND_TEXT[kind]} on {self.device}{size} ({note}): {summary(exc)}{advice}"
+        return kind, f"{KIND_TEXT[kind]} on {self.device}{size} ({note}): {summary(exc)}{advice}"
 
     def _succeeded(self, seq: int, generation: int) -> None:
         with self._lock:
