@@ -94,10 +94,7 @@ def main() -> int:
         f"{(diff / expected.predicted_depth.abs().clamp_min(1e-6)).max():.3e}"
     )
     if got.head_logits is not None:
-        print(
-            f"domain logits |diff| max {(got.head_logits - expected.domain_logits).abs().max():.3e}  "
-            f"head {got.head}"
-        )
+        print(f"domain logits |diff| max {(got.head_logits - expected.domain_logits).abs().max():.3e}  head {got.head}")
     print(f"time transformers {t1 - t0:.2f} s, zoedepth_ros {t2 - t1:.2f} s ({args.device}, fp32, one pass)")
     return 0
 

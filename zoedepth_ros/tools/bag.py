@@ -1,0 +1,189 @@
+"""``zoedepth-ros-bag INPUT OUTPUT``: depth for a rosbag2 recording, offline, with the node's engine and messages.
+
+For every camera in INPUT (an image topic with NS/camera_info beside it; or those given with --camera NS) writes
+NS/depth/image (32FC1), NS/depth/camera_info and NS/routing (zoedepth_ros/msg/DepthRouting), with --points
+NS/points and with --colormap NS/depth/colormap, each with the input image's stamp, frame id and log time. Every
+frame in range is processed. No ROS installation needed (rosbags reads and writes the bags).
+
+    zoedepth-ros-bag run1/ run1_depth/ --points --batch 8
+    zoedepth-ros-bag run1/ run1_depth/ --camera /front --start 30 --end 90 --every 2 --summary-json -
+
+OUTPUT appears only when complete (written as .OUTPUT.partial-PID beside it, then renamed); an existing OUTPUT is
+replaced only with --force. Exit status: 0 done, 1 failure, 2 bad input (arguments, unreadable or corrupt bag,
+no camera, OUTPUT exists, checkpoint), 130 interrupted (Ctrl-C or SIGTERM: nothing is left under OUTPUT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ..bag_job import BagJob, BagOptions
+from ..bag_reader import BagError, BagSource, discover
+from ..bag_writer import STORAGES, BagOutput, OutputError, output_typestore
+from ..offline import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Progress,
+    Summary,
+    ToolExit,
+    add_engine_arguments,
+    check_settings_args,
+    engine_from_args,
+    settings_from_args,
+)
+
+PROG = "zoedepth-ros-bag"
+MAX_BATCH = 256
+
+
+def _count(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {low}..{high if high is not None else ''}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, metavar="INPUT", help="rosbag2 folder (mcap or sqlite3), or one .mcap / .db3")
+    p.add_argument("output", type=Path, metavar="OUTPUT", help="the new bag folder")
+    bag = p.add_argument_group("bag")
+    bag.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="process the camera in namespace NS (NS/image, NS/image_raw or .../compressed, and NS/camera_info); "
+        "repeatable (default: every camera found)",
+    )
+    bag.add_argument("--start", type=_seconds, metavar="S", help="begin S seconds after the start of the bag")
+    bag.add_argument("--end", type=_seconds, metavar="S", help="stop S seconds after the start of the bag")
+    bag.add_argument("--every", type=_count(1), default=1, metavar="N", help="every N-th image of each camera")
+    bag.add_argument(
+        "--batch",
+        type=_count(1, MAX_BATCH),
+        default=4,
+        metavar="N",
+        help="images per forward pass; images of several cameras of the same size share one (default: 4)",
+    )
+    bag.add_argument(
+        "--camera-info-tolerance",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="an image without a CameraInfo of its exact stamp uses the closest one within S seconds "
+        "(default 0: exact stamps only)",
+    )
+    bag.add_argument("--storage", choices=STORAGES, help="storage of OUTPUT (default: that of INPUT)")
+    bag.add_argument("--copy-input", action="store_true", help="also copy every input topic (in range) to OUTPUT")
+    bag.add_argument("--force", action="store_true", help="replace an existing OUTPUT bag")
+    bag.add_argument("--summary-json", metavar="PATH", help="write a machine-readable summary to PATH (- for stdout)")
+    bag.add_argument("--quiet", action="store_true", help="no progress bar or lines (errors and summary still print)")
+    add_engine_arguments(p)
+    return p
+
+
+def _log(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # schedulers stop jobs with SIGTERM: the same clean abort as Ctrl-C
+
+
+def run(args: argparse.Namespace, summary: Summary) -> None:
+    """Everything after argument parsing; raises BagError / OutputError / ToolExit for bad input."""
+    settings = settings_from_args(args)
+    options = BagOptions(
+        cameras=tuple(args.camera),
+        start=args.start,
+        end=args.end,
+        every=args.every,
+        batch=args.batch,
+        copy_input=args.copy_input,
+        camera_info_tolerance=args.camera_info_tolerance,
+    )
+    src, dst = args.input.resolve(), args.output.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise OutputError(f"OUTPUT {args.output} and INPUT {args.input} overlap; write the new bag elsewhere")
+    with BagSource(args.input) as source:
+        output = BagOutput(args.output, args.storage or source.storage, output_typestore(), force=args.force)
+        discover(source.topics(), options.cameras)  # fail on a bag without cameras before loading the model
+        engine = engine_from_args(args, PROG, info=_log if not args.quiet else (lambda line: None), warn=_log)
+        summary.set_engine(engine)
+        progress: list[Progress] = []
+
+        def make_progress(total: int | None) -> Progress:
+            progress.append(Progress(total, PROG, disable=args.quiet))
+            return progress[-1]
+
+        def log(line: str) -> None:
+            if progress and not progress[-1].disable:
+                progress[-1].write(f"{PROG}: {line}")
+            else:
+                _log(line)
+
+        job = BagJob(engine, settings, options, summary, log=log, progress=make_progress)
+        job.run(source, output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_settings_args(parser, args)
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        parser.error(f"--end ({args.end:g}) must be after --start ({args.start:g})")
+    summary = Summary(PROG, str(args.input), str(args.output))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm)
+    status, error = EXIT_OK, ""
+    try:
+        run(args, summary)
+    except ToolExit as e:  # already printed
+        status, error = e.status, e.message
+    except (BagError, OutputError) as e:
+        status, error = EXIT_BAD_INPUT, str(e)
+        _log(f"error: {e}")
+    except KeyboardInterrupt:
+        status, error = EXIT_INTERRUPTED, "interrupted"
+        _log(f"interrupted; nothing written to {args.output} (the partial bag was removed)")
+    except Exception as e:
+        status, error = EXIT_FAILURE, f"{type(e).__name__}: {e}"
+        _log(f"error: {error}")
+    summary.finish(status, error)
+    if status in (EXIT_OK, EXIT_INTERRUPTED) or summary.frames_in:
+        summary.print()
+    if args.summary_json:
+        try:
+            summary.write_json(args.summary_json)
+        except OSError as e:
+            _log(f"error: cannot write --summary-json {args.summary_json}: {e}")
+            status = status or EXIT_FAILURE
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
