@@ -1,7 +1,8 @@
 """Helpers for tests over real DDS: an isolated ROS environment, the node in its own process, waiting.
 
-The environment and process helpers live in the package (``zoedepth_ros.benchmarks.ros_env``) so the benchmark
-starts the node exactly as the tests do; they are re-exported here for the tests.
+The environment and process helpers are the ones the shipped benchmarks use (``zoedepth_ros.benchmarks.isolation``),
+so the tests start the node exactly as the benchmarks do; they are re-exported here. What only tests need (waiting
+on the graph, moving this process onto a test domain) is defined here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from zoedepth_ros.benchmarks.ros_env import isolated_ros_env, start_node, stop_node
+from zoedepth_ros.benchmarks.isolation import isolated_ros_env, start_node, stop_node
 
 __all__ = ["REPO", "isolated_ros_env", "start_node", "stop_node", "use_domain", "wait_until"]
 

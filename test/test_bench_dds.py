@@ -1,15 +1,18 @@
-"""The end-to-end DDS benchmark (camera process -> node process -> this process) and its ROS environment helpers."""
+"""The end-to-end DDS benchmark (camera process -> node process -> this process) and its process-isolation helpers."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from zoedepth_ros.benchmarks import dds, ros_env
+from zoedepth_ros.benchmarks import dds, isolation
 
 
 def child_pids() -> set[int]:
@@ -28,23 +31,23 @@ def child_pids() -> set[int]:
 
 def test_profile_resolves_to_the_source_tree_config_and_is_optional(monkeypatch):
     repo = Path(__file__).resolve().parents[1]
-    assert ros_env.fastdds_profile() == repo / "config" / "fastdds_large_shm.xml"
-    env = ros_env.isolated_ros_env(123)
+    assert isolation.fastdds_profile() == repo / "config" / "fastdds_large_shm.xml"
+    env = isolation.isolated_ros_env(123)
     assert env["ROS_DOMAIN_ID"] == "123" and env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text().count("<segment_size>50331648<") == 1
-    monkeypatch.setattr(ros_env, "fastdds_profile", lambda: None)
-    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in ros_env.isolated_ros_env(123)
+    monkeypatch.setattr(isolation, "fastdds_profile", lambda: None)
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in isolation.isolated_ros_env(123)
 
 
 def test_default_domain_is_clear_of_the_node_tests():
     from test_node_dds import DOMAIN_ID
 
-    domain = ros_env.default_domain_id()
+    domain = isolation.default_domain_id()
     assert 0 <= domain <= 232 and domain not in (DOMAIN_ID, DOMAIN_ID + 1)
 
 
 def test_ros_args_spell_parameters_for_the_command_line():
-    assert ros_env.ros_args({"flip_aug": True, "max_depth": 10.0, "device": "cpu"}) == [
+    assert isolation.ros_args({"flip_aug": True, "max_depth": 10.0, "device": "cpu"}) == [
         "--ros-args",
         "-p",
         "flip_aug:=true",
@@ -58,9 +61,40 @@ def test_ros_args_spell_parameters_for_the_command_line():
 def test_applied_env_restores_the_previous_environment(monkeypatch):
     monkeypatch.setenv("ROS_DOMAIN_ID", "7")
     monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
-    with ros_env.applied_env({"ROS_DOMAIN_ID": "9", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}):
+    with isolation.applied_env({"ROS_DOMAIN_ID": "9", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}):
         assert os.environ["ROS_DOMAIN_ID"] == "9"
     assert os.environ["ROS_DOMAIN_ID"] == "7" and "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ
+
+
+def child(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code], cwd=isolation.PACKAGE_PARENT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_a_child_stops_when_its_parent_closes_stdin():
+    proc = child("from zoedepth_ros.benchmarks.isolation import stop_when_stdin_closes as s; print(s().wait(30))")
+    try:
+        time.sleep(0.2)
+        assert proc.poll() is None  # stdin open: the child waits
+        isolation.stop_via_stdin(proc)
+        assert proc.returncode == 0 and proc.stdout.read().strip() == "True"  # the event was set, not timed out
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    deaf = child("import time; time.sleep(60)")  # ignores stdin: killed once the wait runs out
+    t0 = time.monotonic()
+    isolation.stop_via_stdin(deaf, timeout=0.5)
+    deaf.stdout.close()
+    assert deaf.returncode == -9 and time.monotonic() - t0 < 10
+
+
+def test_child_entry_points_take_only_their_verb(capsys):
+    assert dds.main([]) == 2 and dds.main(["sink"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    usage = "usage: python -m zoedepth_ros.benchmarks.dds camera --width W --height H --rate HZ --result PATH [...]"
+    assert lines == [usage, usage]
+    assert isolation.child_main(["sink", "--x", "1"], "m", "sink", "", lambda rest: len(rest)) == 2  # rest passed on
 
 
 def test_topic_stats_count_only_the_measured_window():
@@ -110,12 +144,45 @@ def test_node_parameters_are_checked_before_anything_starts():
         dds.node_parameters("x.pt", {"routing": "sideways"}, color=False)
 
 
+def test_end_to_end_config_is_checked_when_built():
+    assert dds.EndToEndConfig(64, 48, 10.0, 2.0, warmup_s=0.0).warmup_s == 0.0  # no warm-up is allowed
+    for bad in ({"width": 0}, {"height": -1}, {"rate_hz": 0.0}, {"duration_s": 0.0}, {"warmup_s": -0.5}):
+        fields = {"width": 64, "height": 48, "rate_hz": 10.0, "duration_s": 2.0, **bad}
+        with pytest.raises(ValueError, match="need positive width, height, rate_hz and duration_s"):
+            dds.EndToEndConfig(**fields)
+
+
+def test_camera_command_line_follows_the_config_and_the_node_qos(tmp_path):
+    config = dds.EndToEndConfig(64, 48, 10.0, 2.0, encoding="mono16", warmup_s=0.5, timeout_s=60.0)
+    params = dds.node_parameters("x.pt", {"qos.input_reliability": "reliable"}, color=False)
+    args = dds._camera_args(config, params, 2, tmp_path / "camera.json")
+    assert args == [
+        "camera",
+        "--width", "64", "--height", "48", "--rate", "10.0", "--encoding", "mono16", "--bytes-per-pixel", "2",
+        "--reliability", "reliable", "--depth", "1", "--match-timeout", "60.0",
+        "--max-duration", "122.5",  # every wait of the run (2 x 60 s) plus warm-up and window
+        "--result", str(tmp_path / "camera.json"),
+    ]  # fmt: skip
+    default = dds._camera_args(dds.EndToEndConfig(64, 48, 10.0, 2.0), {}, 3, tmp_path / "c.json")
+    assert default[default.index("--reliability") + 1] == "best_effort"  # the node's default input QoS
+
+
 def test_camera_frame_and_intrinsics_are_plausible():
     frame = dds.texture(64, 48, 3)
     assert len(frame) == 64 * 48 * 3 and frame == dds.texture(64, 48, 3)
     assert len(set(frame)) > 50  # textured, not flat
     fx, fy, cx, cy = dds.pinhole(640, 480)
     assert fx == fy and 400 < fx < 600 and (cx, cy) == (319.5, 239.5)
+
+
+def test_pinhole_camera_info_is_laid_out_as_ros_wants():
+    pytest.importorskip("sensor_msgs.msg", reason="the ROS message packages are needed for CameraInfo")
+    info = dds.pinhole_info(640, 480)
+    f = 492.7568  # 640 / (2 tan 33 deg): the 66 degree horizontal field of view
+    assert (info.width, info.height, info.distortion_model, list(info.d)) == (640, 480, "plumb_bob", [0.0] * 5)
+    assert list(info.k) == pytest.approx([f, 0, 319.5, 0, f, 239.5, 0, 0, 1], abs=1e-4)  # row-major 3x3
+    assert list(info.p) == pytest.approx([f, 0, 319.5, 0, 0, f, 239.5, 0, 0, 0, 1, 0], abs=1e-4)  # 3x4, no baseline
+    assert list(info.r) == [1, 0, 0, 0, 1, 0, 0, 0, 1]
 
 
 # ------------------------------------------------------------------ over DDS
@@ -131,9 +198,8 @@ def ros():
 
 def test_end_to_end_through_dds(ros, tiny_checkpoint):
     rate, duration = 10.0, 2.0
-    result = dds.run_end_to_end(
-        str(tiny_checkpoint("nk")), {"device": "cpu"}, 64, 48, rate, duration, warmup_s=0.5, timeout_s=60.0
-    )
+    config = dds.EndToEndConfig(64, 48, rate, duration, warmup_s=0.5, timeout_s=60.0)
+    result = dds.run_end_to_end(str(tiny_checkpoint("nk")), {"device": "cpu"}, config)
     json.dumps(result, allow_nan=False)
     assert result["node_params"] == {
         "checkpoint": str(tiny_checkpoint("nk")),
@@ -168,5 +234,5 @@ def test_end_to_end_through_dds(ros, tiny_checkpoint):
 def test_a_node_that_dies_at_start_is_reported_with_its_log(ros, tmp_path):
     missing = tmp_path / "missing.pt"
     with pytest.raises(dds.NodeStartError, match="exited with code 1") as info:
-        dds.run_end_to_end(str(missing), {"device": "cpu"}, 64, 48, 10.0, 1.0, timeout_s=60.0)
+        dds.run_end_to_end(str(missing), {"device": "cpu"}, dds.EndToEndConfig(64, 48, 10.0, 1.0, timeout_s=60.0))
     assert f"checkpoint file not found: {missing}" in str(info.value)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from ros_graph import isolated_ros_env, stop_node, wait_until
 
-from zoedepth_ros.benchmarks.ros_env import PACKAGE_PARENT, applied_env, log_tail, ros_args, start_python_module
+from zoedepth_ros.benchmarks.isolation import PACKAGE_PARENT, applied_env, log_tail, ros_args, start_python_module
 from zoedepth_ros.demo_camera import DemoConfig, DemoScene, intrinsics
 
 try:  # not a module-level importorskip: launch_testing's plugin would then skip the whole directory

@@ -17,6 +17,7 @@ import pytest
 import torch
 from helpers_http import CheckpointServer, Drop, Stall, Status
 
+from zoedepth_ros import download as D
 from zoedepth_ros import weights as W
 from zoedepth_ros.model import ZoeDepth, official_state_dict, tiny_config
 from zoedepth_ros.tools.weights import main
@@ -232,7 +233,7 @@ def test_transient_http_error_is_retried(cache: Path, server: CheckpointServer, 
     server.add(NK, ckpt["nk"], Status(503), Status(502))
     sleeps: list[float] = []
     cache.mkdir()
-    downloader = W._Downloader(f"{server.url}/{NK}", cache / "x.part", desc="x", progress=False, timeout=5)
+    downloader = D.Downloader(f"{server.url}/{NK}", cache / "x.part", desc="x", progress=False, timeout=5)
     digest, size = downloader.run(retries=3, backoff=0.5, sleep=sleeps.append)
     assert (digest, size) == (sha(ckpt["nk"]), len(ckpt["nk"]))
     assert sleeps == [0.5, 1.0]  # exponential backoff between attempts that made no progress

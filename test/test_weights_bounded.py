@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from helpers_http import CheckpointServer, Drop, Page, Stall, Trickle
 
+from zoedepth_ros import download as D
 from zoedepth_ros import weights as W
 from zoedepth_ros.tools.weights import main
 
@@ -57,7 +58,7 @@ def test_trickling_server_is_given_up_on_and_the_partial_resumes(cache: Path, se
     assert 100_000 < kept < 100_000 + 64
     assert re.fullmatch(
         rf"only \d+ bytes in 1 s from {re.escape(server.url)}/{NK}; the download stalled "
-        rf"\({re.escape(W._bytes_text(kept))} of {re.escape(W._bytes_text(len(nk)))} so far, kept in "
+        rf"\({re.escape(D.bytes_text(kept))} of {re.escape(D.bytes_text(len(nk)))} so far, kept in "
         rf"{re.escape(str(part))}; run the same command again to resume\)",
         str(error),
     ), str(error)
@@ -96,7 +97,7 @@ def test_deadline_ends_a_trickle(cache: Path, server: CheckpointServer, nk) -> N
     part = cache / (NK + ".part")
     assert str(error) == (
         f"the download of {server.url}/{NK} did not finish within the 1 s deadline "
-        f"({W._bytes_text(part.stat().st_size)} of {W._bytes_text(len(nk))} so far, kept in {part}; "
+        f"({D.bytes_text(part.stat().st_size)} of {D.bytes_text(len(nk))} so far, kept in {part}; "
         "run the same command again to resume)"
     )
     assert 0.9 < elapsed < 2.5
@@ -188,7 +189,7 @@ def test_server_ignoring_range_says_once_that_it_restarts(cache: Path, server: C
     (cache / (NK + ".part")).write_bytes(nk[:3000])
     assert main(["fetch", "nk", "--base-url", server.url]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert err[:2] == [f"downloading ZoeD_M12_NK ({W._bytes_text(len(nk))}) from {server.url}/{NK}", restarts[0]]
+    assert err[:2] == [f"downloading ZoeD_M12_NK ({D.bytes_text(len(nk))}) from {server.url}/{NK}", restarts[0]]
 
 
 # ------------------------------------------------------------------------------------------ CLI size
@@ -202,7 +203,7 @@ def test_cli_downloading_line_gives_the_announced_size(cache: Path, server: Chec
     server.add(NK, nk)
     assert main(["fetch", "nk", "--base-url", server.url]) == 0
     line = cli_opening_line(capsys.readouterr().err)
-    assert line == f"downloading ZoeD_M12_NK ({W._bytes_text(len(nk))}) from {server.url}/{NK}"
+    assert line == f"downloading ZoeD_M12_NK ({D.bytes_text(len(nk))}) from {server.url}/{NK}"
 
     server.send_length = False  # no size announced: only then the release table's approximation
     assert main(["fetch", "nk", "--base-url", server.url, "--force"]) == 0
@@ -218,6 +219,6 @@ def test_cli_downloading_line_when_resuming(cache: Path, server: CheckpointServe
     assert main(["fetch", "nk", "--base-url", server.url]) == 0
     line = cli_opening_line(capsys.readouterr().err)
     assert line == (
-        f"downloading ZoeD_M12_NK ({W._bytes_text(len(nk))}, resuming at 1.00 MB) "  # Content-Range total
+        f"downloading ZoeD_M12_NK ({D.bytes_text(len(nk))}, resuming at 1.00 MB) "  # Content-Range total
         f"from {server.url}/{NK}"
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from helpers_http import CheckpointServer, Stall
 
+from zoedepth_ros import download as D
 from zoedepth_ros import weights as W
 from zoedepth_ros.weights import WeightsError
 
@@ -51,8 +52,8 @@ def assert_offline_advice(message: str, cache: Path) -> None:
 def test_first_use_downloads_verifies_and_logs_progress(
     cache: Path, server: CheckpointServer, nk_bytes: bytes, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    monkeypatch.setattr(W, "PROGRESS_MIN_INTERVAL", 0.0)  # a local download takes milliseconds, not minutes
-    monkeypatch.setattr(W, "CHUNK_SIZE", 64 * 1024)  # many chunks, so every 10 % step is seen
+    monkeypatch.setattr(D, "PROGRESS_MIN_INTERVAL", 0.0)  # a local download takes milliseconds, not minutes
+    monkeypatch.setattr(D, "CHUNK_SIZE", 64 * 1024)  # many chunks, so every 10 % step is seen
     server.add(NK, nk_bytes)
     lines: list[str] = []
 
@@ -64,7 +65,7 @@ def test_first_use_downloads_verifies_and_logs_progress(
     assert not (cache / (NK + ".part")).exists()
     assert [(r.range, r.status) for r in server.requests] == [(None, 200)]
 
-    size = W._bytes_text(len(nk_bytes))
+    size = D.bytes_text(len(nk_bytes))
     assert lines[0] == f"downloading ZoeD_M12_NK ({size}) from {server.url}/{NK} to {cache / NK}"
     percents = [int(m.group(1)) for ln in lines if (m := re.match(r"ZoeD_M12_NK: (\d+) % \(", ln))]
     assert len(percents) >= 5 and percents == sorted(set(percents)) and all(0 < p < 100 for p in percents)
@@ -109,7 +110,7 @@ def test_unreachable_server_raises_with_offline_advice(cache: Path) -> None:
     assert_offline_advice(message, cache)
     assert not (cache / NK).exists() and not (cache / (NK + ".part")).exists()
     # Nothing answered, so the opening line gives the approximate size; the retry is logged, not swallowed.
-    assert lines[0] == f"downloading ZoeD_M12_NK (~{W._bytes_text(1_440_000_000)}) from {url}/{NK} to {cache / NK}"
+    assert lines[0] == f"downloading ZoeD_M12_NK (~{D.bytes_text(1_440_000_000)}) from {url}/{NK} to {cache / NK}"
     assert any("retrying from byte 0" in ln for ln in lines[1:])
 
 
@@ -147,7 +148,7 @@ def test_other_failures_keep_their_own_message(cache: Path, server: CheckpointSe
     ids=["dns", "refused", "net-unreachable", "timeout", "reset", "url-type", "incomplete-read", "none"],
 )
 def test_unreachable_classification(error: BaseException | None, unreachable: bool) -> None:
-    assert W._is_unreachable(error) is unreachable
+    assert D.is_unreachable(error) is unreachable
 
 
 def test_path_specs_behave_like_resolve_checkpoint(cache: Path, server: CheckpointServer, tmp_path: Path) -> None:
@@ -203,7 +204,9 @@ def test_progress_lines_are_rate_limited() -> None:
     release = W.resolve_name("nk")
     lines: list[str] = []
     clock = FakeClock()
-    log = W._ProgressLog(release, "http://x/ZoeD_M12_NK.pt", Path("/c/ZoeD_M12_NK.pt"), lines.append, clock)
+    log = D.ProgressLog(
+        release.name, release.approx_size, "http://x/ZoeD_M12_NK.pt", Path("/c/ZoeD_M12_NK.pt"), lines.append, clock
+    )
     total = 1_000_000_000
     log.progress(0, total)
     for second in range(1, 101):  # 1 % per second: a 10 % step every 10 s, so one line per step
@@ -214,7 +217,7 @@ def test_progress_lines_are_rate_limited() -> None:
     assert lines[-1].startswith("downloaded ZoeD_M12_NK: 1.00 GB in 100 s (10.00 MB/s)")
 
     lines.clear()
-    fast = W._ProgressLog(release, "u", Path("p"), lines.append, clock)
+    fast = D.ProgressLog(release.name, release.approx_size, "u", Path("p"), lines.append, clock)
     clock.now = 0.0
     fast.progress(0, total)
     for tenth in range(1, 100):  # 10 % per 0.1 s: rate-limited to nothing before the end
@@ -223,7 +226,7 @@ def test_progress_lines_are_rate_limited() -> None:
     assert len(lines) == 1
 
     lines.clear()
-    unknown = W._ProgressLog(release, "u", Path("p"), lines.append, clock)
+    unknown = D.ProgressLog(release.name, release.approx_size, "u", Path("p"), lines.append, clock)
     clock.now = 0.0
     unknown.progress(0, None)
     for second in range(1, 181):  # no Content-Length: a line per PROGRESS_MAX_SILENCE only

@@ -3,3 +3,7 @@
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameters, missing checkpoint); the message says what to do."""
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint could not be found, downloaded or verified; the message says what to do next."""

@@ -23,21 +23,24 @@ import math
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..params import BY_NAME, validate
-from .ros_env import (
+from .isolation import (
     applied_env,
+    child_main,
     default_domain_id,
     isolated_ros_env,
     log_tail,
     start_node,
     start_python_module,
     stop_node,
+    stop_via_stdin,
+    stop_when_stdin_closes,
 )
 from .stats import json_safe, summarize
 
@@ -74,18 +77,26 @@ def pinhole(width: int, height: int, hfov_deg: float = 66.0) -> tuple[float, flo
     return f, f, (width - 1) / 2.0, (height - 1) / 2.0
 
 
+def pinhole_info(width: int, height: int):
+    """A CameraInfo of the :func:`pinhole` camera (no distortion, identity rectification); header left empty."""
+    from sensor_msgs.msg import CameraInfo
+
+    fx, fy, cx, cy = pinhole(width, height)
+    return CameraInfo(
+        width=width,
+        height=height,
+        distortion_model="plumb_bob",
+        d=[0.0] * 5,
+        k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+        r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )
+
+
 def _qos_profile(reliability: str, depth: int):
     from ..qos import profile
 
     return profile(reliability, depth)
-
-
-def _watch_stdin(stop: threading.Event) -> None:
-    """Stop when stdin closes: the parent closes it to end the run, and it also closes if the parent dies."""
-    try:
-        sys.stdin.buffer.read()
-    finally:
-        stop.set()
 
 
 def camera_main(argv: Sequence[str]) -> int:
@@ -109,8 +120,7 @@ def camera_main(argv: Sequence[str]) -> int:
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
 
-    stop = threading.Event()
-    threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+    stop = stop_when_stdin_closes()
     context = rclpy.Context()
     rclpy.init(args=[], context=context)
     node = rclpy.create_node("zoedepth_bench_camera", context=context)
@@ -125,16 +135,7 @@ def camera_main(argv: Sequence[str]) -> int:
         image = Image(height=h, width=w, encoding=args.encoding, is_bigendian=0, step=w * args.bytes_per_pixel)
         image.data = _payload(texture(w, h, args.bytes_per_pixel))  # built once; only the stamp changes
         image.header.frame_id = "camera_optical_frame"
-        fx, fy, cx, cy = pinhole(w, h)
-        info = CameraInfo(
-            width=w,
-            height=h,
-            distortion_model="plumb_bob",
-            d=[0.0] * 5,
-            k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
-            r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-        )
+        info = pinhole_info(w, h)
         info.header.frame_id = image.header.frame_id
 
         deadline = time.monotonic() + args.match_timeout
@@ -241,26 +242,38 @@ def _param(params: dict[str, Any], name: str) -> Any:
     return params.get(name, BY_NAME[name].default)
 
 
-def run_end_to_end(
-    checkpoint: str,
-    node_params: dict[str, Any],
-    width: int,
-    height: int,
-    rate_hz: float,
-    duration_s: float,
-    *,
-    domain_id: int | None = None,
-    encoding: str = "rgb8",
-    color: bool = False,
-    warmup_s: float = 2.0,
-    timeout_s: float = 180.0,
-) -> dict[str, Any]:
-    """Camera -> node -> here over DDS for ``duration_s`` of measured frames (after warm-up, see the module doc).
+@dataclass(frozen=True)
+class EndToEndConfig:
+    """What one end-to-end run sends and for how long; checked when built, before anything starts.
 
-    ``node_params`` are node parameters on top of ``checkpoint`` and ``point_cloud.color`` (= ``color``), e.g.
-    ``{"device": "cuda", "precision": "fp16"}``. ``timeout_s`` bounds each wait: the node coming up, its first
-    output, and the final outputs and diagnostics after the camera stops. ``domain_id`` defaults to
-    :func:`default_domain_id`.
+    ``duration_s`` is the measured window after ``warmup_s`` (see the module doc); ``timeout_s`` bounds each wait:
+    the node coming up, its first output, and the final outputs and diagnostics after the camera stops.
+    ``domain_id`` defaults to :func:`default_domain_id`.
+    """
+
+    width: int
+    height: int
+    rate_hz: float
+    duration_s: float
+    encoding: str = "rgb8"
+    color: bool = False
+    warmup_s: float = 2.0
+    timeout_s: float = 180.0
+    domain_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0 or self.rate_hz <= 0 or self.duration_s <= 0 or self.warmup_s < 0:
+            raise ValueError(
+                f"need positive width, height, rate_hz and duration_s: {self.width}x{self.height} @ {self.rate_hz} "
+                f"Hz for {self.duration_s} s (warm-up {self.warmup_s} s)"
+            )
+
+
+def run_end_to_end(checkpoint: str, node_params: dict[str, Any], config: EndToEndConfig) -> dict[str, Any]:
+    """Camera -> node -> here over DDS for ``config.duration_s`` of measured frames (after warm-up, see the module doc).
+
+    ``node_params`` are node parameters on top of ``checkpoint`` and ``point_cloud.color`` (= ``config.color``),
+    e.g. ``{"device": "cuda", "precision": "fp16"}``.
 
     Returns a strict-JSON dict (non-finite numbers as None): the run's settings (``width``, ``height``,
     ``rate_hz``, ``duration_s``, ``warmup_s``, ``encoding``, ``color``, ``domain_id``, ``node_params``);
@@ -274,134 +287,179 @@ def run_end_to_end(
     """
     import rclpy  # noqa: F401  (fail before starting anything when ROS is missing)
 
-    from .. import encodings  # torch, only for the encoding table; the camera child needs neither
-
-    if width <= 0 or height <= 0 or rate_hz <= 0 or duration_s <= 0 or warmup_s < 0:
-        raise ValueError(
-            f"need positive width, height, rate_hz and duration_s: {width}x{height} @ {rate_hz} Hz "
-            f"for {duration_s} s (warm-up {warmup_s} s)"
-        )
-    info = encodings.encoding_info(encoding)
-    if info.is_yuv422 and width % 2:
-        raise ValueError(f"{encoding} needs an even width, got {width}")
-    params = node_parameters(checkpoint, node_params, color)
+    bytes_per_pixel = _camera_bytes_per_pixel(config)
+    params = node_parameters(checkpoint, node_params, config.color)
     if _param(params, "input_transport") != "raw":
         raise ValueError("the benchmark camera publishes raw images: input_transport must be raw")
-    domain = default_domain_id() if domain_id is None else int(domain_id)
+    domain = default_domain_id() if config.domain_id is None else int(config.domain_id)
     env = isolated_ros_env(domain)
 
     with tempfile.TemporaryDirectory(prefix="zoedepth_bench_") as tmp, applied_env(env):
-        work = Path(tmp)
-        node_log, camera_log, camera_result = work / "node.log", work / "camera.log", work / "camera.json"
-        node_proc = start_node(params, env, node_log)
-        camera: subprocess.Popen | None = None
-        sink = None
+        run = _Run(Path(tmp), params, env)
         try:
-            sink = _Sink(domain, _param(params, "qos.output_reliability"))
-
-            def check_node(phase: str) -> None:
-                if node_proc.poll() is not None:
-                    kind = NodeStartError if phase == "start" else RuntimeError
-                    raise kind(
-                        f"the zoedepth node exited with code {node_proc.returncode} during {phase}; "
-                        f"last lines of its log:\n{log_tail(node_log)}"
-                    )
-
-            deadline = time.monotonic() + timeout_s
-            while not sink.matched():
-                check_node("start")
-                if time.monotonic() > deadline:
-                    raise NodeStartError(
-                        f"the zoedepth node did not come up within {timeout_s} s; last lines of "
-                        f"its log:\n{log_tail(node_log)}"
-                    )
-                sink.spin(0.05)
-
-            camera = start_python_module(
+            run.sink = _Sink(domain, _param(params, "qos.output_reliability"))
+            _wait_for_node(run, config.timeout_s)
+            run.camera = start_python_module(
                 MODULE,
-                [
-                    "camera",
-                    "--width",
-                    str(width),
-                    "--height",
-                    str(height),
-                    "--rate",
-                    str(rate_hz),
-                    "--encoding",
-                    encoding,
-                    "--bytes-per-pixel",
-                    str(info.bytes_per_pixel),
-                    "--reliability",
-                    _param(params, "qos.input_reliability"),
-                    "--depth",
-                    "1",
-                    "--match-timeout",
-                    str(timeout_s),
-                    "--max-duration",
-                    str(2 * timeout_s + warmup_s + duration_s),
-                    "--result",
-                    str(camera_result),
-                ],
+                _camera_args(config, params, bytes_per_pixel, run.camera_result),
                 env,
-                camera_log,
+                run.camera_log,
                 stdin=subprocess.PIPE,
             )
-
-            def check_camera() -> None:
-                if camera.poll() is not None:
-                    raise RuntimeError(
-                        f"the camera process exited early with code {camera.returncode}; last "
-                        f"lines of its log:\n{log_tail(camera_log)}"
-                    )
-
-            deadline = time.monotonic() + timeout_s
-            while sink.first_output_ns is None:
-                check_node("warm-up")
-                check_camera()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"no output from the node within {timeout_s} s of the camera starting; last "
-                        f"lines of its log:\n{log_tail(node_log)}"
-                    )
-                sink.spin(0.02)
-            window_start = sink.first_output_ns + round(warmup_s * 1e9)
-            window_end = window_start + round(duration_s * 1e9)
-            while time.time_ns() < window_end:
-                check_node("the run")
-                check_camera()
-                sink.spin(0.02)
-
-            camera.stdin.close()  # the camera's signal to stop and write its result
-            deadline = time.monotonic() + 10.0
-            while camera.poll() is None and time.monotonic() < deadline:
-                sink.spin(0.02)
-            if camera.poll() is None or camera.returncode != 0 or not camera_result.is_file():
-                raise RuntimeError(
-                    f"the camera process did not finish cleanly (code {camera.poll()}); last lines "
-                    f"of its log:\n{log_tail(camera_log)}"
-                )
-            cam = json.loads(camera_result.read_text())
-            diag = sink.drain(timeout_s, check_node)
+            window = _drive(run, config)
+            cam, diag = _collect(run, config.timeout_s)
         finally:
-            if camera is not None:
-                _stop_camera(camera)
-            stop_node(node_proc)
-            if sink is not None:
-                sink.close()
+            run.close()
+    return _report(config, domain, params, run.sink, window, cam, diag)
 
-    stamps = cam["stamps_ns"]
+
+def _camera_bytes_per_pixel(config: EndToEndConfig) -> int:
+    """The camera's bytes per pixel for ``config.encoding``; ValueError for an encoding it cannot send."""
+    from .. import encodings  # torch, only for the encoding table; the camera child needs neither
+
+    info = encodings.encoding_info(config.encoding)
+    if info.is_yuv422 and config.width % 2:
+        raise ValueError(f"{config.encoding} needs an even width, got {config.width}")
+    return info.bytes_per_pixel
+
+
+def _camera_args(config: EndToEndConfig, params: dict[str, Any], bytes_per_pixel: int, result: Path) -> list[str]:
+    """The camera child's command line: the node's input QoS, and a lifetime bounded by every wait of the run."""
+    return [
+        "camera",
+        "--width",
+        str(config.width),
+        "--height",
+        str(config.height),
+        "--rate",
+        str(config.rate_hz),
+        "--encoding",
+        config.encoding,
+        "--bytes-per-pixel",
+        str(bytes_per_pixel),
+        "--reliability",
+        _param(params, "qos.input_reliability"),
+        "--depth",
+        "1",
+        "--match-timeout",
+        str(config.timeout_s),
+        "--max-duration",
+        str(2 * config.timeout_s + config.warmup_s + config.duration_s),
+        "--result",
+        str(result),
+    ]
+
+
+class _Run:
+    """The processes of one run and their files, so that every phase can check the children are still alive.
+
+    Built by starting the node (its log in ``work``); the sink and the camera are added as the run starts them.
+    """
+
+    def __init__(self, work: Path, params: dict[str, Any], env: dict[str, str]) -> None:
+        self.node_log = work / "node.log"
+        self.camera_log = work / "camera.log"
+        self.camera_result = work / "camera.json"
+        self.node = start_node(params, env, self.node_log)
+        self.sink: _Sink | None = None
+        self.camera: subprocess.Popen | None = None
+
+    def check_node(self, phase: str) -> None:
+        if self.node.poll() is not None:
+            kind = NodeStartError if phase == "start" else RuntimeError
+            raise kind(
+                f"the zoedepth node exited with code {self.node.returncode} during {phase}; "
+                f"last lines of its log:\n{log_tail(self.node_log)}"
+            )
+
+    def check_camera(self) -> None:
+        if self.camera.poll() is not None:
+            raise RuntimeError(
+                f"the camera process exited early with code {self.camera.returncode}; last "
+                f"lines of its log:\n{log_tail(self.camera_log)}"
+            )
+
+    def close(self) -> None:
+        """Camera first (it stops on its own when stdin closes), then the node, then our participant."""
+        if self.camera is not None:
+            stop_via_stdin(self.camera)  # it stops within a period
+        stop_node(self.node)
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _wait_for_node(run: _Run, timeout_s: float) -> None:
+    """Start: until the node's publishers match our subscriptions (it loaded its model and activated)."""
+    deadline = time.monotonic() + timeout_s
+    while not run.sink.matched():
+        run.check_node("start")
+        if time.monotonic() > deadline:
+            raise NodeStartError(
+                f"the zoedepth node did not come up within {timeout_s} s; last lines of "
+                f"its log:\n{log_tail(run.node_log)}"
+            )
+        run.sink.spin(0.05)
+
+
+def _drive(run: _Run, config: EndToEndConfig) -> tuple[int, int]:
+    """Drive: wait for the first output, then receive until the measured window has passed; returns the window."""
+    deadline = time.monotonic() + config.timeout_s
+    while run.sink.first_output_ns is None:
+        run.check_node("warm-up")
+        run.check_camera()
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"no output from the node within {config.timeout_s} s of the camera starting; last "
+                f"lines of its log:\n{log_tail(run.node_log)}"
+            )
+        run.sink.spin(0.02)
+    window_start = run.sink.first_output_ns + round(config.warmup_s * 1e9)
+    window_end = window_start + round(config.duration_s * 1e9)
+    while time.time_ns() < window_end:
+        run.check_node("the run")
+        run.check_camera()
+        run.sink.spin(0.02)
+    return window_start, window_end
+
+
+def _collect(run: _Run, timeout_s: float) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Collect: stop the camera and read what it published, then the node's last outputs and final diagnostics."""
+    run.camera.stdin.close()  # the camera's signal to stop and write its result
+    deadline = time.monotonic() + 10.0
+    while run.camera.poll() is None and time.monotonic() < deadline:
+        run.sink.spin(0.02)
+    if run.camera.poll() is None or run.camera.returncode != 0 or not run.camera_result.is_file():
+        raise RuntimeError(
+            f"the camera process did not finish cleanly (code {run.camera.poll()}); last lines "
+            f"of its log:\n{log_tail(run.camera_log)}"
+        )
+    cam = json.loads(run.camera_result.read_text())
+    return cam, run.sink.drain(timeout_s, run.check_node)
+
+
+def _report(
+    config: EndToEndConfig,
+    domain: int,
+    params: dict[str, Any],
+    sink: _Sink,
+    window: tuple[int, int],
+    cam: dict[str, Any],
+    diag: dict[str, str] | None,
+) -> dict[str, Any]:
+    """Report: the run's settings and what was measured in ``window``, as strict JSON."""
+    window_start, window_end = window
     dropped, processed = _drops(diag)
-    published_measured = sum(window_start <= s < window_end for s in stamps)
+    published_measured = sum(window_start <= s < window_end for s in cam["stamps_ns"])
     depth = _topic_stats(sink.samples["depth"], window_start, window_end)
     first_publish = cam["first_publish_ns"]
     result = {
-        "width": width,
-        "height": height,
-        "rate_hz": rate_hz,
-        "duration_s": duration_s,
-        "warmup_s": warmup_s,
-        "encoding": encoding,
-        "color": color,
+        "width": config.width,
+        "height": config.height,
+        "rate_hz": config.rate_hz,
+        "duration_s": config.duration_s,
+        "warmup_s": config.warmup_s,
+        "encoding": config.encoding,
+        "color": config.color,
         "domain_id": domain,
         "published": cam["published"],
         "published_measured": published_measured,
@@ -416,17 +474,6 @@ def run_end_to_end(
         "node_params": params,
     }
     return json_safe(result)
-
-
-def _stop_camera(camera: subprocess.Popen) -> None:
-    """Closing stdin stops the camera within a period; kill only if it hangs (a kill leaves /dev/shm files)."""
-    if camera.stdin is not None and not camera.stdin.closed:
-        camera.stdin.close()
-    try:
-        camera.wait(timeout=10.0)
-    except subprocess.TimeoutExpired:
-        camera.kill()
-        camera.wait()
 
 
 class _Sink:
@@ -504,11 +551,7 @@ class _Sink:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m zoedepth_ros.benchmarks.dds camera ...``: the camera process of :func:`run_end_to_end`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "camera":
-        print(f"usage: python -m {MODULE} camera --width W --height H --rate HZ --result PATH [...]", file=sys.stderr)
-        return 2
-    return camera_main(argv[1:])
+    return child_main(argv, MODULE, "camera", " --width W --height H --rate HZ --result PATH [...]", camera_main)
 
 
 if __name__ == "__main__":

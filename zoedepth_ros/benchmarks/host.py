@@ -29,15 +29,23 @@ import math
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .dds import pinhole, texture
-from .ros_env import applied_env, default_domain_id, isolated_ros_env, log_tail, start_python_module
+from .dds import pinhole, pinhole_info, texture
+from .isolation import (
+    applied_env,
+    child_main,
+    default_domain_id,
+    isolated_ros_env,
+    log_tail,
+    start_python_module,
+    stop_via_stdin,
+    stop_when_stdin_closes,
+)
 from .stats import summarize
 
 MODULE = "zoedepth_ros.benchmarks.host"
@@ -203,26 +211,11 @@ def _header():
     return header
 
 
-def _camera_info(width: int, height: int):
-    from sensor_msgs.msg import CameraInfo
-
-    fx, fy, cx, cy = pinhole(width, height)
-    return CameraInfo(
-        width=width,
-        height=height,
-        distortion_model="plumb_bob",
-        d=[0.0] * 5,
-        k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
-        r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-        p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-    )
-
-
 def _builders(width: int, height: int, payloads: dict[str, bytes]) -> dict[str, Callable[[], Any]]:
     """Zero-argument calls building each of the node's output messages for one frame of this size."""
     from .. import messages
 
-    header, template = _header(), _camera_info(width, height)
+    header, template = _header(), pinhole_info(width, height)
     frames = {kind: _depth_frame(width, height, payloads, kind) for kind in CLOUD_KINDS}
     out: dict[str, Callable[[], Any]] = {
         "depth_image": lambda: messages.depth_image(frames["xyz"], header),
@@ -323,12 +316,7 @@ def publish_costs(
             if node is not None:
                 node.destroy_node()
             rclpy.try_shutdown(context=context)
-            sink.stdin.close()
-            try:
-                sink.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                sink.kill()
-                sink.wait()
+            stop_via_stdin(sink)
 
 
 def _total(item: dict[str, Any], kind: str, cloud_on_host: bool = True) -> float | None:
@@ -411,15 +399,7 @@ def sink_main(argv: Sequence[str]) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    stop = threading.Event()
-
-    def watch() -> None:
-        try:
-            sys.stdin.buffer.read()
-        finally:
-            stop.set()
-
-    threading.Thread(target=watch, daemon=True).start()
+    stop = stop_when_stdin_closes()
     context = rclpy.Context()
     rclpy.init(args=[], context=context)
     node = rclpy.create_node("zoedepth_bench_host_sink", context=context)
@@ -444,11 +424,7 @@ def sink_main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m zoedepth_ros.benchmarks.host sink``: the subscriber process of :func:`publish_costs`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "sink":
-        print(f"usage: python -m {MODULE} sink", file=sys.stderr)
-        return 2
-    return sink_main(argv[1:])
+    return child_main(argv, MODULE, "sink", "", sink_main)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ros_env import applied_env, default_domain_id, isolated_ros_env, log_tail, ros_args, start_python_module
-from .ros_env import stop_node as stop_process
+from .isolation import applied_env, default_domain_id, isolated_ros_env, log_tail, ros_args, start_python_module
+from .isolation import stop_node as stop_process
 from .stats import summarize
 
 RSS_SLOPE_TARGET = 0.5  # MB/min

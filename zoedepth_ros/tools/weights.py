@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from zoedepth_ros import download as D
 from zoedepth_ros import weights as W
 
 PROG = "zoedepth-ros-weights"
@@ -46,8 +47,8 @@ class _FetchReport:
         self.answered = False
 
     def _announce(self, written: int, total: int | None) -> None:
-        size = W._bytes_text(total) if total else f"~{self.release.approx_size / 1e9:.1f} GB"
-        resume = f", resuming at {W._bytes_text(written)}" if written else ""
+        size = D.bytes_text(total) if total else f"~{self.release.approx_size / 1e9:.1f} GB"
+        resume = f", resuming at {D.bytes_text(written)}" if written else ""
         _info(self.args, f"downloading {self.release.name} ({size}{resume}) from {self.url}")
         self.announced = True
 
@@ -162,23 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout",
         type=_seconds,
-        default=W.DEFAULT_TIMEOUT,
+        default=D.DEFAULT_TIMEOUT,
         help="seconds per connect / socket read; a silent connection is resumed on a new one "
-        f"(default {W.DEFAULT_TIMEOUT:g})",
+        f"(default {D.DEFAULT_TIMEOUT:g})",
     )
     p.add_argument(
         "--retries",
         type=int,
-        default=W.DEFAULT_RETRIES,
+        default=D.DEFAULT_RETRIES,
         help="consecutive failed attempts without progress before giving up",
     )
     p.add_argument(
         "--stall-timeout",
         type=_seconds,
-        default=W.DEFAULT_STALL_TIMEOUT,
+        default=D.DEFAULT_STALL_TIMEOUT,
         metavar="S",
-        help=f"give up when less than {W.STALL_MIN_BYTES // 1024} KiB arrived in S seconds, across "
-        f"reconnects; the partial file is kept to resume (default {W.DEFAULT_STALL_TIMEOUT:g})",
+        help=f"give up when less than {D.STALL_MIN_BYTES // 1024} KiB arrived in S seconds, across "
+        f"reconnects; the partial file is kept to resume (default {D.DEFAULT_STALL_TIMEOUT:g})",
     )
     p.add_argument(
         "--deadline",

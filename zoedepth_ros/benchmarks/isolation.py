@@ -1,7 +1,10 @@
-"""Running ROS processes in isolation: a private domain, localhost-only discovery, the large-SHM Fast DDS profile.
+"""Isolated ROS processes for the shipped benchmarks: a private domain, localhost-only discovery, the large-SHM
+Fast DDS profile, and starting / stopping ``python -m`` children (the node, the benchmark camera and sink).
 
-Shared by the benchmarks and the DDS tests, so both start the node the same way. No ROS import here: the
-helpers only build environments and launch ``python -m zoedepth_ros.node`` as a subprocess.
+``zoedepth-ros-bench`` and ``zoedepth-ros-soak`` start the node through these helpers, and so do the DDS tests
+(their graph helpers, waiting and discovery, live in ``test/ros_graph.py``), so a benchmark runs the node exactly
+as the tests do. A child ends when the parent closes its stdin (``stop_when_stdin_closes``). No ROS import
+here: the helpers only build environments and start, watch and stop subprocesses.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,3 +127,41 @@ def log_tail(log: Path, lines: int = 30) -> str:
     except OSError as e:
         return f"(no log: {e})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_when_stdin_closes() -> threading.Event:
+    """In a child: an event set once stdin closes; the parent closes it to end the run, and it closes if the
+    parent dies, so a benchmark child never outlives its benchmark."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        try:
+            sys.stdin.buffer.read()
+        finally:
+            stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
+def stop_via_stdin(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """In the parent: close a child's stdin (its signal to finish, see :func:`stop_when_stdin_closes`) and wait;
+    kill only if it hangs, since a killed ROS process leaves its Fast DDS shared-memory files in /dev/shm."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def child_main(
+    argv: Sequence[str] | None, module: str, verb: str, usage: str, run: Callable[[Sequence[str]], int]
+) -> int:
+    """``python -m module verb ...``: the one job a benchmark child process has; anything else is a usage error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != verb:
+        print(f"usage: python -m {module} {verb}{usage}", file=sys.stderr)
+        return 2
+    return run(argv[1:])
