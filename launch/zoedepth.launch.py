@@ -4,6 +4,7 @@
     ros2 launch zoedepth_ros zoedepth.launch.py namespace:=/cam0 image:=image_raw camera_info:=camera_info
     ros2 launch zoedepth_ros zoedepth.launch.py demo:=true rviz:=true          # no camera needed
     ros2 launch zoedepth_ros zoedepth.launch.py lifecycle:=true autostart:=false   # for a lifecycle manager
+    ros2 launch zoedepth_ros zoedepth.launch.py namespace:=/robot cameras:="[front, left, rear:compressed]"
 
 Parameters, later wins:
 1. the node's built-in defaults (the values in config/zoedepth.yaml);
@@ -14,10 +15,20 @@ Parameters, later wins:
 Topics: the node's `image` and `camera_info` are remapped to `image:=` / `camera_info:=`; a relative name resolves
 in `namespace`. Empty (the default) means /camera/image_raw and /camera/camera_info, or with `demo:=true` the demo
 camera's `image` and `camera_info`. Outputs (depth/image, depth/camera_info, points, depth/colormap, routing) are
-relative, so they land in `namespace`; two cameras are two includes with different namespaces.
+relative, so they land in `namespace`.
 
-- `demo:=true` also runs `zoedepth_demo_camera` in the same namespace, publishing to the node's inputs with
-  frame_id = `fixed_frame`.
+Several cameras, one model: `cameras:=` is a YAML list of relative namespaces, e.g. `cameras:="[front, left]"`:
+the node then reads `<namespace>/front/image` and `<namespace>/front/camera_info` (and so on) and publishes each
+camera's outputs under its own namespace (`<namespace>/front/depth/image`, ...); `rear:compressed` subscribes
+`rear/image/compressed`. `image:=` / `camera_info:=` are for the single camera and are refused with `cameras:=`
+(remap a camera's topics with `<camera>/image:=...` in your own launch file, or publish them where the node
+looks). Empty or `[]` (the default) means as params_file says (its `cameras`; default: the single camera).
+With `demo:=true` each camera gets its own demo camera; rviz2 shows the first camera. Cameras that need
+different model settings (checkpoint, routing, pad/flip) are two includes with different namespaces (or names),
+each with its own params_file.
+
+- `demo:=true` also runs `zoedepth_demo_camera` in the same namespace (one per camera in its namespace with
+  `cameras:=`), publishing to the node's inputs with frame_id = `fixed_frame`.
 - `lifecycle:=true` runs `zoedepth_node --managed`, a lifecycle node that starts unconfigured (configure loads the
   model, activate starts its subscriptions and publishers). With `autostart:=true` (the default) this launch
   file drives configure and then activate through the node's lifecycle services; `autostart:=false` leaves it
@@ -49,6 +60,7 @@ from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
+from zoedepth_ros.cameras import CameraListError, CameraSpec, parse_cameras
 
 PACKAGE = "zoedepth_ros"
 DEFAULT_IMAGE, DEFAULT_CAMERA_INFO = "/camera/image_raw", "/camera/camera_info"
@@ -61,6 +73,11 @@ ARGUMENTS = {  # name -> (default, description)
     "camera_info": (
         "",
         f"camera info of that image; empty: {DEFAULT_CAMERA_INFO}, or the demo camera's `camera_info` with demo:=true",
+    ),
+    "cameras": (
+        "",
+        "several cameras on one model: a YAML list of relative namespaces, e.g. [front, left] (`rear:compressed` "
+        "for a compressed one); empty or []: as params_file says (default: the single camera on image / camera_info)",
     ),
     "checkpoint": ("", "overrides params_file's checkpoint when given: official name, .pt file or HF folder"),
     "device": ("", "overrides params_file's device when given: auto, cpu, cuda or cuda:N"),
@@ -80,6 +97,28 @@ def flag(context: LaunchContext, name: str) -> bool:
     return value in ("true", "1")
 
 
+def camera_entries(text: str) -> list[str] | None:
+    """``cameras:=`` as the node's parameter value: None when empty or ``[]`` (params_file decides), else the entries.
+
+    (launch_ros cannot pass an empty list parameter, so ``[]`` cannot override a params file's cameras.)
+
+    Checked with the node's own rules (zoedepth_ros.cameras), so a bad list stops the launch before anything runs.
+    """
+    if not text.strip():
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"cameras:={text} is not a YAML list like [front, left] ({str(e).splitlines()[0]})") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"cameras:={text} must be a list of relative namespaces like [front, left]")
+    try:
+        parse_cameras(value)
+    except CameraListError as e:
+        raise ValueError(f"cameras:={text}: {e}") from None
+    return value or None
+
+
 def require_rviz2() -> None:
     """Fail with one clear message before anything starts, instead of leaving the node running alone."""
     try:
@@ -97,6 +136,13 @@ def full_namespace(context: LaunchContext, namespace: str) -> str:
     """The node's absolute namespace, as launch_ros computes it (a PushRosNamespace around us included)."""
     combined = prefix_namespace(context.launch_configurations.get("ros_namespace"), namespace or None)
     return make_namespace_absolute(combined) if combined else "/"
+
+
+def camera_namespace(namespace: str, camera: str) -> str:
+    """The namespace of one camera of the node (``camera`` relative to the node's ``namespace``)."""
+    if not camera:
+        return namespace
+    return f"{namespace.rstrip('/')}/{camera}" if namespace else camera
 
 
 def rviz_config(template: Path, namespace: str, fixed_frame: str) -> str:
@@ -132,11 +178,22 @@ def launch_setup(context: LaunchContext) -> list:
     if rviz:
         require_rviz2()
     namespace, name, fixed_frame = cfg["namespace"], cfg["name"], cfg["fixed_frame"]
+    cameras = camera_entries(cfg["cameras"])
+    specs = parse_cameras(cameras) if cameras else []  # the demo cameras and rviz2 need them
+    if specs and (cfg["image"] or cfg["camera_info"]):
+        raise ValueError(
+            "image:= and camera_info:= remap the single camera's topics; with cameras:= each camera reads "
+            "<namespace>/<camera>/image and <namespace>/<camera>/camera_info"
+        )
+    if demo and any(s.transport == "compressed" for s in specs):
+        raise ValueError("demo:=true publishes raw images; a camera with :compressed would receive none")
     image = cfg["image"] or ("image" if demo else DEFAULT_IMAGE)
     camera_info = cfg["camera_info"] or ("camera_info" if demo else DEFAULT_CAMERA_INFO)
-    remappings = [("image", image), ("camera_info", camera_info)]
+    remappings = [("image", image), ("camera_info", camera_info)] if not specs else []
     parameters: list = [cfg["params_file"]] if cfg["params_file"] else []
-    overrides = {k: ParameterValue(cfg[k], value_type=str) for k in ("checkpoint", "device") if cfg[k]}
+    overrides: dict = {k: ParameterValue(cfg[k], value_type=str) for k in ("checkpoint", "device") if cfg[k]}
+    if cameras is not None:
+        overrides["cameras"] = cameras
     if overrides:
         parameters.append(overrides)
     node_kw = dict(
@@ -176,20 +233,22 @@ def launch_setup(context: LaunchContext) -> list:
         node = Node(**node_kw)
     actions.append(node)
     if demo:
-        actions.append(
-            Node(
-                package=PACKAGE,
-                executable="zoedepth_demo_camera",
-                name="demo_camera",
-                namespace=namespace,
-                parameters=[{"frame_id": fixed_frame}],
-                remappings=remappings,
-                output="screen",
+        for spec in specs or [CameraSpec("", "raw")]:
+            actions.append(
+                Node(
+                    package=PACKAGE,
+                    executable="zoedepth_demo_camera",
+                    name="demo_camera",
+                    namespace=camera_namespace(namespace, spec.name),
+                    parameters=[{"frame_id": fixed_frame}],
+                    remappings=remappings,
+                    output="screen",
+                )
             )
-        )
     if rviz:
         template = Path(get_package_share_directory(PACKAGE)) / "config" / "zoedepth.rviz"
-        path = rviz_config(template, full_namespace(context, namespace), fixed_frame)
+        first = specs[0].name if specs else ""
+        path = rviz_config(template, full_namespace(context, camera_namespace(namespace, first)), fixed_frame)
         actions += [
             Node(package="rviz2", executable="rviz2", namespace=namespace, arguments=["-d", path], output="screen"),
             RegisterEventHandler(OnShutdown(on_shutdown=[OpaqueFunction(function=lambda _: remove_file(path))])),

@@ -213,6 +213,7 @@ def check_cloud_against_depth(cloud, depth_msg, info) -> int:
 # ------------------------------------------------------------------ the launch file's text (no tools needed)
 
 DOCUMENTED_ARGUMENTS = {
+    "cameras",
     "namespace",
     "name",
     "image",
@@ -246,8 +247,9 @@ def test_launch_file_declares_the_documented_arguments():
     }
     assert names == DOCUMENTED_ARGUMENTS
     defaults = {key.value: value.elts[0].value for key, value in zip(table.keys, table.values, strict=True)}
-    # checkpoint/device empty = "as params_file says"; the rviz view and the demo default to the same frame
-    assert defaults["checkpoint"] == defaults["device"] == "" and defaults["fixed_frame"] == "camera_optical_frame"
+    # checkpoint/device/cameras empty = "as params_file says"; the rviz view and the demo default to one frame
+    assert defaults["checkpoint"] == defaults["device"] == defaults["cameras"] == ""
+    assert defaults["fixed_frame"] == "camera_optical_frame"
     assert (defaults["lifecycle"], defaults["autostart"], defaults["rviz"], defaults["demo"]) == (
         "false",
         "true",

@@ -292,9 +292,10 @@ def test_invalid_parameter_values_are_rejected(graph):
 
 
 def diagnostics(graph) -> dict[str, str]:
+    """The newest /diagnostics of the node, its camera and engine statuses merged (their keys differ)."""
     if not graph.received["diag"]:
         return {}
-    return {kv.key: kv.value for kv in graph.received["diag"][-1].status[0].values}
+    return {kv.key: kv.value for status in graph.received["diag"][-1].status for kv in status.values}
 
 
 def bad_images(stamp: int):

@@ -14,7 +14,7 @@ try:
 except ImportError:  # a venv without ROS: the tests below skip
     rclpy = None
 
-from zoedepth_ros.benchmarks.ros_env import ros_args
+from zoedepth_ros.benchmarks.isolation import ros_args
 from zoedepth_ros.model import load
 
 pytestmark = pytest.mark.skipif(rclpy is None, reason="ROS 2 (rclpy) is needed for the node tests")
@@ -59,7 +59,7 @@ def test_out_of_memory_frames_are_dropped_then_the_node_steps_down(tiny_checkpoi
         assert int(d["dropped (out_of_memory)"]) == 3 and int(d["device failures (out_of_memory)"]) == 3
         assert "out of memory" in d["execution rung reason"].lower() and d["precision"] == "fp32"
         rgb = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
-        expected = load(tiny_checkpoint("nk")).predict(rgb, pad_input=True, flip_aug=False, domain="nyu").depth
+        expected = load(tiny_checkpoint("nk")).predict(rgb, pad_input=True, flip_aug=False, head="nyu").depth
         depth = np.frombuffer(msg.data, dtype="<f4").reshape(msg.height, msg.width)
         np.testing.assert_allclose(depth, expected[0, 0].numpy(), rtol=1e-5, atol=1e-6)  # fp32 now
         text = log.read_text()

@@ -15,7 +15,7 @@ try:
 except ImportError:  # a venv without ROS: the tests below skip
     rclpy = None
 
-from zoedepth_ros.benchmarks.ros_env import ros_args, start_python_module
+from zoedepth_ros.benchmarks.isolation import ros_args, start_python_module
 
 pytestmark = pytest.mark.skipif(rclpy is None, reason="ROS 2 (rclpy, lifecycle_msgs) is needed for the node tests")
 

@@ -53,9 +53,9 @@ def test_bf16_node_publishes_the_bf16_models_depth(bf16_node, tiny_checkpoint):
     depth = np.frombuffer(msg.data, dtype="<f4").reshape(msg.height, msg.width)
     rgb = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
     fp32 = load(tiny_checkpoint("nk"))
-    reference = fp32.predict(rgb, pad_input=True, flip_aug=False, domain="nyu").depth[0, 0].numpy()
+    reference = fp32.predict(rgb, pad_input=True, flip_aug=False, head="nyu").depth[0, 0].numpy()
     bf16 = set_precision(load(tiny_checkpoint("nk")), "bf16")
-    expected = bf16.predict(rgb, pad_input=True, flip_aug=False, domain="nyu").depth[0, 0].numpy()
+    expected = bf16.predict(rgb, pad_input=True, flip_aug=False, head="nyu").depth[0, 0].numpy()
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(depth, reference, rtol=1e-6, atol=0)  # it really ran in bf16
     graph.wait(lambda: diagnostics(graph).get("precision") == "bf16", "diagnostics naming the precision")

@@ -1,13 +1,12 @@
-"""The parameter table: validation messages, the generated YAML file, and the latest-frame mailbox."""
+"""The parameter table: validation messages, the generated YAML file, the camera list."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
-from zoedepth_ros.latest import LatestSlot
+from zoedepth_ros.cameras import CameraListError, CameraSpec, parse_cameras
 from zoedepth_ros.params import BY_NAME, PARAMS, default_yaml, defaults, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,25 +51,49 @@ def test_yaml_nests_dotted_names():
     assert "    qos:\n" in text and '      output_reliability: "reliable"\n' in text
 
 
-def test_latest_slot_keeps_only_the_newest():
-    slot: LatestSlot[int] = LatestSlot()
-    assert slot.put(1) is False
-    assert slot.put(2) is True and slot.put(3) is True
-    assert slot.replaced == 2
-    assert slot.take(timeout=0) == 3
-    assert slot.take(timeout=0.01) is None
+def test_camera_list_names_topics_and_transports():
+    assert parse_cameras(None) == parse_cameras([]) == [CameraSpec("", "raw")]
+    front, rear, side = parse_cameras(["front", "rear:compressed", "robot/side_2:raw"], "compressed")
+    assert (front.transport, rear.transport, side.transport) == ("compressed", "compressed", "raw")
+    assert (rear.name, front.topic("depth/image"), side.topic("camera_info")) == (
+        "rear",
+        "front/depth/image",
+        "robot/side_2/camera_info",
+    )
+    assert CameraSpec("", "raw").topic("points") == "points"
+    assert validate({"cameras": ["front", "left"], "max_batch": 16}) == []
+    assert validate({"cameras": None}) == []  # `cameras: []` arrives from rcl as an unset parameter
 
 
-def test_latest_slot_wakes_a_waiting_worker_and_closes():
-    slot: LatestSlot[str] = LatestSlot()
-    got = []
-    worker = threading.Thread(target=lambda: got.append(slot.take(timeout=5)))
-    worker.start()
-    slot.put("frame")
-    worker.join(timeout=5)
-    assert got == ["frame"]
-    waiter = threading.Thread(target=lambda: got.append(slot.take(timeout=5)))
-    waiter.start()
-    slot.close()
-    waiter.join(timeout=5)
-    assert got == ["frame", None] and slot.closed
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("front", "cameras must be a list of strings, e.g. [front, left], got 'front'"),
+        (["/front"], "cameras entry '/front' is absolute; give the namespace relative to the node's ('front')"),
+        (["front", "front"], "cameras lists 'front' twice"),
+        (["front", "front/depth"], "cameras entry 'front/depth' is inside 'front': their topics would mix"),
+        (["2nd"], "cameras entry '2nd' is not a valid relative ROS namespace"),
+        (["a//b"], "cameras entry 'a//b' is not a valid relative ROS namespace"),
+        (["~/cam"], "cameras entry '~/cam' is not a valid relative ROS namespace"),
+        (["front/"], "cameras entry 'front/' is not a valid relative ROS namespace"),
+        ([""], "cameras entry '' has no name; leave cameras empty for the single camera"),
+        (["rear:jpeg"], "cameras entry 'rear:jpeg': the transport after ':' must be one of raw, compressed"),
+        ([3], "cameras entries must be strings (relative namespaces), got 3"),
+    ],
+)
+def test_bad_camera_lists_are_named(value, reason):
+    (message,) = validate({"cameras": value})
+    assert reason in message
+    if not isinstance(value, str):
+        with pytest.raises(CameraListError, match="cameras"):
+            parse_cameras(value)
+
+
+@pytest.mark.parametrize("value", [0, 17, 2.0])
+def test_max_batch_is_an_integer_from_1_to_16(value):
+    (message,) = validate({"max_batch": value})
+    assert f"max_batch must be an integer in [1, 16], got {value}" in message
+
+
+def test_yaml_writes_the_camera_list():
+    assert "\n    cameras: []\n" in default_yaml() and "\n    max_batch: 4\n" in default_yaml()

@@ -7,8 +7,11 @@ the file equal to ``default_yaml()``). No ROS import here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .cameras import CameraListError, parse_cameras
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -23,10 +26,17 @@ class Param:
     high: float | None = None
     runtime: bool = False  # may change while running; everything else needs a restart
     pattern: re.Pattern | None = field(default=None, compare=False)
+    items: Callable[[list], str | None] | None = field(default=None, compare=False)  # checks a list's entries
 
     def check(self, value: Any) -> str | None:
         """None if ``value`` is acceptable, else the reason (names the value and what is allowed)."""
         kind = type(self.default)
+        if kind is tuple:  # a string list; ROS has no typed empty list: `[]` arrives unset (None) or as bytes
+            if value is None:
+                return None
+            if not isinstance(value, list | tuple):
+                return f"{self.name} must be {self.allowed()}, got {value!r}"
+            return self.items(list(value)) if self.items is not None else None
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -41,14 +51,26 @@ class Param:
 
     def allowed(self) -> str:
         """What values are allowed, in words (for one-line errors)."""
-        kind = {bool: "a bool (true or false)", int: "an integer", float: "a number", str: "a string"}[
-            type(self.default)
-        ]
+        kind = {
+            bool: "a bool (true or false)",
+            int: "an integer",
+            float: "a number",
+            str: "a string",
+            tuple: "a list of strings, e.g. [front, left]",
+        }[type(self.default)]
         if self.choices:
             return f"one of {', '.join(self.choices)}"
         if self.low is not None:
             return f"{kind} in [{self.low:g}, {self.high:g}]"
         return kind
+
+
+def _check_cameras(entries: list) -> str | None:
+    try:
+        parse_cameras(entries)
+    except CameraListError as e:
+        return str(e)
+    return None
 
 
 PARAMS: tuple[Param, ...] = (
@@ -119,8 +141,25 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "input_transport",
         "raw",
-        "raw: subscribe `image`; compressed: subscribe `image/compressed`",
+        "raw: subscribe `image`; compressed: subscribe `image/compressed` (every camera's, unless its "
+        "cameras entry says otherwise)",
         choices=("raw", "compressed"),
+    ),
+    Param(
+        "cameras",
+        (),
+        "one camera per entry, a relative namespace: `front` is front/image (or front/image/compressed) and "
+        "front/camera_info in, front/depth/image, front/depth/camera_info, front/points, front/routing and "
+        "front/depth/colormap out; `front:compressed` or `front:raw` sets that camera's transport; empty: the "
+        "single camera on image / camera_info",
+        items=_check_cameras,
+    ),
+    Param(
+        "max_batch",
+        4,
+        "at most this many frames of equal size (from different cameras) go through the model in one forward",
+        low=1,
+        high=16,
     ),
     Param(
         "camera_info_wait",
@@ -157,6 +196,11 @@ PARAMS: tuple[Param, ...] = (
 BY_NAME = {p.name: p for p in PARAMS}
 
 
+def camera_list(value: Any) -> tuple[str, ...]:
+    """The ``cameras`` value as a tuple of entries (unset and empty byte arrays are the empty list)."""
+    return tuple(value or ())
+
+
 def validate(values: dict[str, Any]) -> list[str]:
     """Reasons against a full or partial set of values, including cross-parameter rules."""
     reasons = [r for name, v in values.items() if name in BY_NAME and (r := BY_NAME[name].check(v))]
@@ -171,6 +215,8 @@ def defaults() -> dict[str, Any]:
 
 
 def _yaml_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -1,6 +1,6 @@
-"""The node's two threads over a latest-frame mailbox: one submits frames to the model, one publishes results.
+"""The node's two threads over the cameras' mailbox: one submits batches to the model, one publishes results.
 
-On CUDA ``submit`` only queues the device work, so publishing frame N overlaps computing frame N+1. Neither
+On CUDA ``submit`` only queues the device work, so publishing batch N overlaps computing batch N+1. Neither
 thread ever blocks the ROS executor, and ``stop`` is bounded: a thread still inside a long forward pass is
 reported, not waited for.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-from .latest import LatestSlot
+from .batching import CameraMailbox, Waiting
 
 F = TypeVar("F")  # a frame to compute
 J = TypeVar("J")  # a submitted job to publish
@@ -21,20 +21,24 @@ J = TypeVar("J")  # a submitted job to publish
 
 class FrameWorker(Generic[F, J]):
     """Args:
-    submit: frame -> job to publish (or None when the frame was dropped); called on the inference thread.
+    cameras: the camera names frames are ``put`` for.
+    max_batch: at most this many frames per batch.
+    submit: batch (a list of ``Waiting``) -> job to publish (or None when it was dropped); on the inference thread.
     publish: job -> None; called on the publisher thread.
-    idle: called on the inference thread between frames (e.g. warm-up), at least every ``poll`` seconds.
+    idle: called on the inference thread between batches (e.g. warm-up), at least every ``poll`` seconds.
     """
 
     def __init__(
         self,
-        submit: Callable[[F], J | None],
+        cameras: Sequence[str],
+        max_batch: int,
+        submit: Callable[[list[Waiting[F]]], J | None],
         publish: Callable[[J], None],
         idle: Callable[[], None] | None = None,
         poll: float = 0.2,
     ) -> None:
         self._submit, self._publish, self._idle, self._poll = submit, publish, idle, poll
-        self.slot: LatestSlot[F] = LatestSlot()
+        self.mailbox: CameraMailbox[F] = CameraMailbox(cameras, max_batch)
         self._jobs: queue.Queue[J | None] = queue.Queue(maxsize=1)
         self._threads = [
             threading.Thread(target=self._work, name="zoedepth-inference", daemon=True),
@@ -46,17 +50,16 @@ class FrameWorker(Generic[F, J]):
             t.start()
         return self
 
-    def put(self, frame: F) -> bool:
-        """Hand over the newest frame; True if it replaced one the inference thread had not taken yet."""
-        return self.slot.put(frame)
+    def put(self, camera: str, frame: F, key: Hashable) -> bool:
+        """Hand over ``camera``'s newest frame; True if it replaced one the inference thread had not taken yet."""
+        return self.mailbox.put(camera, frame, key)
 
-    @property
-    def replaced(self) -> int:
-        return self.slot.replaced
+    def replaced(self, camera: str) -> int:
+        return self.mailbox.replaced.get(camera, 0)
 
     def stop(self, timeout: float) -> bool:
         """Stop taking frames and wait at most ``timeout`` s for both threads; True if they have ended."""
-        self.slot.close()
+        self.mailbox.close()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             if t.is_alive():
@@ -65,13 +68,13 @@ class FrameWorker(Generic[F, J]):
 
     def _work(self) -> None:
         try:
-            while not self.slot.closed:
+            while not self.mailbox.closed:
                 if self._idle is not None:
                     self._idle()
-                frame = self.slot.take(timeout=self._poll)
-                if frame is None:
+                batch = self.mailbox.take(timeout=self._poll)
+                if not batch:
                     continue
-                job = self._submit(frame)
+                job = self._submit(batch)
                 if job is not None:
                     self._jobs.put(job)
         finally:

@@ -17,6 +17,7 @@ E2E_P99_MS = 20.0
 E2E_RATE_HZ = 60.0
 HOST_TOTAL_MS = 3.0
 CLOUD_PACK_MS = 3.0  # 640x480 xyzrgb on one CPU core: measurable anywhere
+BAG_OVERHEAD = 0.10  # zoedepth-ros-bag's time over the model-only time for the same frames, same run
 
 
 def _target(name: str, limit: str, measured: float | None, passed: bool | None, applies: bool, note: str = ""):
@@ -111,4 +112,17 @@ def check(report: dict[str, Any]) -> list[dict[str, Any]]:
             "measured on this machine's CPU",
         )
     )
+    bag = report.get("bag")
+    if bag:  # only when the bag section ran (it is not in every report)
+        share = bag["overhead_share"]
+        out.append(
+            _target(
+                "zoedepth-ros-bag overhead over model-only time (read, decode, pair, write)",
+                f"<= {100 * BAG_OVERHEAD:g} %",
+                share,
+                share <= BAG_OVERHEAD,
+                not env.get("tiny"),
+                f"{bag['width']}x{bag['height']}, batch {bag['batch']}, {bag['rung']}",
+            )
+        )
     return out

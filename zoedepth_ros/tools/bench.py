@@ -6,7 +6,9 @@ Sections (``--sections``, all by default):
   paths     image in, depth out: ours (best guarded mode) vs our eager fp32 with the official defaults (pad + flip)
             vs transformers' ZoeDepthForDepthEstimation with its default processing, as speed-up ratios;
   e2e       the node end to end over real DDS: a camera process at a set rate, the node, a timing subscriber;
-  host      host-side cost per frame: conversions, cloud packing on one core, message building, publishing.
+  host      host-side cost per frame: conversions, cloud packing on one core, message building, publishing;
+  bag       zoedepth-ros-bag on a synthetic bag vs the engine's model-only frames per second, same run and engine;
+  cameras   1..N cameras at --e2e-size on one node vs one node each: depth rate, latency per camera, memory.
 Prints a table per section and the targets, and writes everything to ``--json``.
 
 Weights: ``--checkpoint`` (an official name in the weights cache, a .pt or a transformers folder) or ``--random``
@@ -58,7 +60,17 @@ def _list(choices):
     return parse
 
 
-SECTIONS = ("model", "paths", "e2e", "host")
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"camera counts look like 1,2,4, got {text!r}") from None
+    if not counts or any(not 1 <= n <= 16 for n in counts):
+        raise argparse.ArgumentTypeError(f"camera counts must be 1..16, got {text!r}")
+    return counts
+
+
+SECTIONS = ("model", "paths", "e2e", "host", "bag", "cameras")
 RANDOM_CHOICES = ("nk", "n", "k", "tiny-nk", "tiny-n", "tiny-k")
 
 
@@ -103,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--e2e-duration", type=float, default=10.0, help="measured seconds (after warm-up)")
     p.add_argument("--e2e-color", action="store_true", help="colour cloud (32-byte points)")
     p.add_argument("--host-iters", type=int, default=100)
+    p.add_argument("--bag-frames", type=int, default=64, help="frames in the bag section's synthetic bag")
+    p.add_argument("--bag-batch", type=int, default=4, help="zoedepth-ros-bag --batch in the bag section")
+    p.add_argument(
+        "--cameras-counts",
+        type=_counts,
+        default=(1, 2, 4),
+        help="cameras section: camera counts, comma-separated (default 1,2,4; 1 is the memory baseline)",
+    )
+    p.add_argument("--cameras-rate", type=float, default=10.0, help="cameras section: Hz per camera")
+    p.add_argument("--cameras-duration", type=float, default=10.0, help="cameras section: measured seconds per run")
     p.add_argument("--json", type=Path, help="write the full report here")
     return p
 
@@ -274,6 +296,50 @@ def render(report: dict[str, Any]) -> str:
                 rows,
             )
         )
+    bag = report.get("bag")
+    if bag:
+        parts.append(
+            _table(
+                f"(e) zoedepth-ros-bag, {bag['frames']} frames, batch {bag['batch']}, {bag['rung']}",
+                ["size", "model-only fps", "tool fps", "overhead vs model", "host outside engine s"],
+                [
+                    [
+                        f"{bag['width']}x{bag['height']}",
+                        bag["model_only_fps"],
+                        bag["tool_fps"],
+                        f"{100 * bag['overhead_share']:.1f} %",
+                        bag["host_outside_engine_s"],
+                    ]
+                ],
+            )
+        )
+    cams = report.get("cameras")
+    if cams:
+        if "rows" in cams:
+            from ..benchmarks.cameras import render as camera_rows
+
+            c = cams["config"]
+            parts.append(
+                _table(
+                    f"(f) {c['width']}x{c['height']} cameras at {c['rate_hz']:g} Hz each: one node for all (shared) "
+                    "vs one node per camera (separate); latency of the worst camera",
+                    [
+                        "layout",
+                        "cameras",
+                        "nodes",
+                        "depth Hz",
+                        "p50 ms",
+                        "p99 ms",
+                        "RSS MB",
+                        "peak RSS MB",
+                        "device MB",
+                        "batch sizes seen",
+                    ],
+                    camera_rows(cams),
+                )
+            )
+        else:
+            parts.append(f"(f) several cameras: {cams.get('skipped') or cams.get('error')}")
     targets = report.get("targets", [])
     if targets:
         rows = [
@@ -345,7 +411,20 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
 
         sizes = [(w, h) for h, w in args.sizes if (h, w) != (384, 512)]
         report["host"] = measure_host_costs(sizes=sizes, iters=args.host_iters)
+    if "bag" in args.sections:
+        log("(e) zoedepth-ros-bag vs model only")
+        from ..benchmarks.bag import measure_bag
+
+        size = next((s for s in args.sizes if s != (384, 512)), args.sizes[0])
+        report["bag"] = measure_bag(
+            model, device, size, frames=args.bag_frames, batch=args.bag_batch, channels_last=channels_last, log=log
+        )
+    if "cameras" in args.sections:
+        log("(f) several cameras: one node vs one node per camera")
+        report["cameras"] = _cameras(args, model, device, info, log)
     report["targets"] = targets.check(report)
+    if report.get("cameras", {}).get("target", {}).get("target"):
+        report["targets"].append({"note": "RSS (and device) memory ratio", **report["cameras"]["target"]})
     return json_safe(report)
 
 
@@ -354,7 +433,7 @@ def _end_to_end(args, model: ZoeDepth, device: torch.device, info: dict[str, Any
         import rclpy  # noqa: F401
     except ImportError as e:
         return {"skipped": f"rclpy not available ({e})"}
-    from ..benchmarks.dds import run_end_to_end
+    from ..benchmarks.dds import EndToEndConfig, run_end_to_end
 
     height, width = args.e2e_size
     params = {"device": str(device), "publish_points": True, "warmup": True}
@@ -365,17 +444,35 @@ def _end_to_end(args, model: ZoeDepth, device: torch.device, info: dict[str, Any
             torch.save({"model": sd}, checkpoint)
             del sd
         try:
-            return run_end_to_end(
-                checkpoint, params, width, height, args.e2e_rate, args.e2e_duration, color=args.e2e_color
-            )
+            config = EndToEndConfig(width, height, args.e2e_rate, args.e2e_duration, color=args.e2e_color)
+            return run_end_to_end(checkpoint, params, config)
         except Exception as e:  # the other sections still count
             return {"error": f"{type(e).__name__}: {e}", "width": width, "height": height, "rate_hz": args.e2e_rate}
 
 
+def _cameras(args, model: ZoeDepth, device: torch.device, info: dict[str, Any], log) -> dict[str, Any]:
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as e:
+        return {"skipped": f"rclpy not available ({e})"}
+    from ..benchmarks.cameras import CamerasConfig, run_cameras
+
+    height, width = args.e2e_size
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = info["weights"] if args.checkpoint else str(Path(tmp) / "bench_weights.pt")
+        if not args.checkpoint:
+            torch.save({"model": {k: v.cpu() for k, v in official_state_dict(model).items()}}, checkpoint)
+        try:
+            config = CamerasConfig(args.cameras_counts, width, height, args.cameras_rate, args.cameras_duration)
+            return run_cameras(checkpoint, {"device": str(device)}, config, log)
+        except Exception as e:  # the other sections still count
+            return {"error": f"{type(e).__name__}: {e}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.iters < 1 or args.warmup < 0:
-        print("zoedepth-ros-bench: --iters must be >= 1 and --warmup >= 0", file=sys.stderr)
+    if args.iters < 1 or args.warmup < 0 or args.bag_frames < 1 or args.bag_batch < 1:
+        print("zoedepth-ros-bench: --iters, --bag-frames and --bag-batch must be >= 1, --warmup >= 0", file=sys.stderr)
         return 2
     try:
         report = run(args, log=lambda line: print(line, file=sys.stderr, flush=True))
