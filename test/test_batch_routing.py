@@ -197,11 +197,19 @@ def test_warm_up_plans_each_batch_size_once(balanced):
     engine = Engine.build(model, CPU, "fp32", "eager", runner_factory=Counting)
     engine.expect(H, W, Settings(), batch_sizes=(1, 2))
     engine.expect(H, W, Settings(), batch_sizes=(2,))  # already planned
-    assert engine.warm_up_next() and engine.warm_up_next()
-    assert not engine.warm_up_next()  # nothing left
+    assert engine.warm_up_next()
+    assert not engine.warm_up_next()  # nothing left: eager on the CPU warms batches of one only
+    assert calls == [(1, H, W)]
+    assert engine.warmup(H, W, Settings(), batch=2)  # an explicit warm-up still runs
+    assert engine.warmup(H, W, Settings(), batch=2)  # and is cheap once done on this rung
     assert calls == [(1, H, W), (2, H, W)]
-    assert engine.warmup(H, W, Settings(), batch=2)  # cheap: done on this rung
-    assert len(calls) == 2
+
+    from test_engine import Harness  # a graph mode (fake graphs on the CPU) warms every planned batch size
+
+    graphs = Harness(model, [Rung("fp32", "cuda_graph"), Rung("fp32", "eager")]).engine
+    graphs.expect(H, W, Settings(), batch_sizes=(1, 2))
+    assert graphs.warm_up_next() and graphs.warm_up_next() and not graphs.warm_up_next()
+    assert sorted(k.shape[0] for k in graphs.runner._graphs) == [1, 2]
 
 
 def test_graph_mode_captures_per_batch_size_and_keeps_each_frames_outputs(balanced):
