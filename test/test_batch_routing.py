@@ -200,9 +200,10 @@ def test_warm_up_plans_each_batch_size_once(balanced):
     assert engine.warm_up_next()
     assert not engine.warm_up_next()  # nothing left: eager on the CPU warms batches of one only
     assert calls == [(1, H, W)]
-    assert engine.warmup(H, W, Settings(), batch=2)  # an explicit warm-up still runs
-    assert engine.warmup(H, W, Settings(), batch=2)  # and is cheap once done on this rung
-    assert calls == [(1, H, W), (2, H, W)]
+    assert engine.warmup(H, W, Settings(), batch=2)  # counts as ready: nothing runs
+    assert engine.warmup(H, W, Settings(), batch=3)  # an unplanned size does run, once
+    assert engine.warmup(H, W, Settings(), batch=3)
+    assert calls == [(1, H, W), (3, H, W)]
 
     from test_engine import Harness  # a graph mode (fake graphs on the CPU) warms every planned batch size
 
