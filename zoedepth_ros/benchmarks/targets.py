@@ -117,9 +117,9 @@ def check(report: dict[str, Any]) -> list[dict[str, Any]]:
         share = bag["overhead_share"]
         out.append(
             _target(
-                "zoedepth-ros-bag overhead over model-only time (read, decode, pair, write)",
-                f"<= {100 * BAG_OVERHEAD:g} %",
-                share,
+                "zoedepth-ros-bag overhead over model-only time (read, decode, pair, write), %",
+                f"<= {100 * BAG_OVERHEAD:g}",
+                round(100 * share, 2),
                 share <= BAG_OVERHEAD,
                 not env.get("tiny"),
                 f"{bag['width']}x{bag['height']}, batch {bag['batch']}, {bag['rung']}",
