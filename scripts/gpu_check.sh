@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # On a CUDA machine (no ROS needed): run the CUDA-only tests, then the model and path sections of the benchmark
 # with full-size random ZoeD_NK weights (same speed as the release weights). Writes bench.json into $OUT (or .).
-# The end-to-end DDS section needs ROS: zoedepth-ros-bench --sections e2e in a venv set up by scripts/setup.sh.
+# With rosbags importable (pure Python: carry its wheel) the bag section runs too. The DDS sections (e2e, cameras)
+# need ROS: zoedepth-ros-bench --sections e2e,cameras in a venv set up by scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-.}"
 python -m pytest -q -p no:cacheprovider test/test_cuda.py
+sections=model,paths
+if python -c "import rosbags" 2>/dev/null; then sections=$sections,bag; fi
 python -m zoedepth_ros.tools.bench --random nk --device cuda --sizes 640x480,1280x720,512x384 \
-    --sections model,paths --modes "${MODES:-eager,cuda_graph,compile}" --iters "${ITERS:-50}" \
+    --sections "$sections" --modes "${MODES:-eager,cuda_graph,compile}" --iters "${ITERS:-50}" \
     --json "$out/bench.json" | tee "$out/bench.txt"
