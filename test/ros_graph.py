@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from zoedepth_ros.benchmarks.isolation import isolated_ros_env, start_node, stop_node
 
-__all__ = ["REPO", "isolated_ros_env", "start_node", "stop_node", "use_domain", "wait_until"]
+__all__ = ["REPO", "isolated_ros_env", "module_env", "start_node", "stop_node", "use_domain", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,3 +37,18 @@ def use_domain(mp, domain: int) -> dict[str, str]:
         mp.setenv(k, v)
     mp.setattr("test_node_dds.DOMAIN_ID", domain)
     return env
+
+
+def module_env(apply: Callable[[pytest.MonkeyPatch], dict[str, str]]):
+    """A module-scoped fixture: ``apply(mp)`` (e.g. ``test_launch.apply_env(mp, DOMAIN)``) for the whole module,
+    undone after its last test; the fixture's value is what ``apply`` returns (the environment it set)."""
+
+    @pytest.fixture(scope="module")
+    def fixture():
+        mp = pytest.MonkeyPatch()
+        try:
+            yield apply(mp)
+        finally:
+            mp.undo()
+
+    return fixture

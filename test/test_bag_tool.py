@@ -580,6 +580,9 @@ def test_messages_equal_the_nodes(reference):
         (bag.colormap_image(frame, ours_header), node.colormap_image(frame, ros_header)),
         (bag.routing(frame, ours_header), node.routing(frame, ros_header)),
     ]
+    cloud, colormap = pairs[2][0], pairs[3][0]  # both sides share message_fields: its values, derived by hand
+    assert (cloud.point_step, cloud.row_step, cloud.is_bigendian, cloud.is_dense) == (32, 32 * cloud.width, 0, 0)
+    assert (colormap.encoding, colormap.step, colormap.width) == ("rgb8", 3 * frame.width, frame.width)
     for ours, theirs in pairs:
         msgtype = ours.__msgtype__
         same_fields(ours, store.deserialize_cdr(serialize(theirs), msgtype), msgtype)
@@ -633,3 +636,63 @@ def test_progress_lines_and_summary_json(tmp_path, capsys):
     assert from_file["frames_per_second"] == pytest.approx(3 / summary.seconds, rel=1e-2)
     summary.print()
     assert "5 frames in, 3 out, 2 skipped (bad_image 1, every 1)" in capsys.readouterr().err
+
+
+def test_run_guarded_turns_each_ending_into_its_status_and_one_line(tmp_path, capsys):
+    """The offline tools' common ending: exit status, the error kept in the summary, one stderr line each."""
+    from zoedepth_ros.offline import Summary, fail, run_guarded
+
+    def raising(exc: BaseException):
+        def body():
+            raise exc
+
+        return body
+
+    def guarded(body):
+        return run_guarded("tool", body, interrupted=lambda: "stopped", bad_input=(BagError,), failures=(OSError,))
+
+    assert guarded(lambda: None) == (0, "")
+    assert guarded(lambda: 3) == (3, "")
+    assert capsys.readouterr().err == ""
+    assert guarded(lambda: fail("tool", "no such file\nsecond line")) == (2, "no such file")
+    assert guarded(raising(BagError("corrupt bag\nmore"))) == (2, "corrupt bag")
+    assert guarded(raising(OSError("disk full"))) == (1, "OSError: disk full")
+    assert guarded(raising(KeyboardInterrupt())) == (130, "interrupted")
+    assert capsys.readouterr().err.splitlines() == [
+        "tool: error: no such file",
+        "tool: error: corrupt bag",
+        "tool: error: OSError: disk full",
+        "tool: stopped",
+    ]
+    with pytest.raises(ValueError):  # neither bad input nor a listed failure: not hidden
+        guarded(raising(ValueError("bug")))
+
+    summary = Summary("tool", "in", "out", frames_in=2, frames_out=1)
+    assert summary.report(0, "", str(tmp_path / "s.json"), show=True) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["exit_status"] == 0
+    assert "2 frames in, 1 out" in capsys.readouterr().err
+    unwritable = str(tmp_path / "missing" / "s.json")
+    assert summary.report(0, "", unwritable, show=False) == 1  # the JSON was asked for: its loss is a failure
+    assert summary.report(2, "bad", unwritable, show=False) == 2  # ... but not worse than the run's own status
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"tool: error: cannot write --summary-json {unwritable}: No such file or directory"] * 2
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "expected"),
+    [
+        ("--every", "0", "an integer >= 1"),
+        ("--every", "1.5", "an integer >= 1"),
+        ("--batch", "257", "an integer 1..256"),
+        ("--start", "-1", "seconds >= 0"),
+        ("--end", "nan", "seconds >= 0"),
+        ("--camera-info-tolerance", "soon", "seconds >= 0"),
+    ],
+)
+def test_numeric_options_refuse_bad_values_in_one_line(option, text, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        bag_tool.build_parser().parse_args(["in", "out", option, text])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument {option}: expected {expected}, got {text!r}")
+    args = bag_tool.build_parser().parse_args(["in", "out", "--every", "3", "--batch", "256", "--start", "0"])
+    assert (args.every, args.batch, args.start) == (3, 256, 0.0)

@@ -10,6 +10,7 @@ import os
 import time
 
 import pytest
+from ros_graph import module_env
 from test_launch import TOOLS_REASON, apply_env, launch_fixture, launch_pytest, load_launch_module, shipped_launch_file
 
 try:  # guarded, not a module-level skip: with launch_testing's pytest plugin that would skip the whole run
@@ -72,16 +73,7 @@ def test_camera_namespaces():
     assert module.camera_namespace("/robot", "") == "/robot"
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def launch_env(monkeypatch_module):
-    return apply_env(monkeypatch_module, DOMAIN)
+launch_env = module_env(lambda mp: apply_env(mp, DOMAIN))
 
 
 @launch_fixture(scope="module")

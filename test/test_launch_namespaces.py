@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from ros_graph import module_env
 from test_launch import (
     DOMAIN_BASE,
     TOOLS_REASON,
@@ -40,16 +41,7 @@ CAMERAS = {  # namespace -> (params file values, launch arguments besides namesp
 }
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def launch_env(monkeypatch_module):
-    return apply_env(monkeypatch_module, DOMAIN)
+launch_env = module_env(lambda mp: apply_env(mp, DOMAIN))
 
 
 @launch_fixture(scope="module")

@@ -255,6 +255,29 @@ def test_too_large_image_and_device_failure_retry(shared_engine, tmp_path: Path,
     assert "trying it once more" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("failures", "written"), [(1, 1), (2, 0)])
+def test_device_failure_while_waiting_is_retried_once(shared_engine, tmp_path: Path, monkeypatch, failures, written):
+    """A batch lost on the device after submission runs once more; lost again, its frames are skipped."""
+    Image.fromarray(picture(48, 64)).save(tmp_path / "a.png")
+    real = type(shared_engine).results
+    calls = []
+
+    def flaky(self, inflight):
+        calls.append(1)
+        if len(calls) <= failures:
+            raise FrameDropped("out_of_memory", "CUDA out of memory (injected)")
+        return real(self, inflight)
+
+    monkeypatch.setattr(type(shared_engine), "results", flaky)
+    status, summary = run([str(tmp_path)], tmp_path)
+    assert len(calls) == 2 and summary["frames_out"] == written
+    assert sorted(p.name for p in tmp_path.glob("*_depth*")) == ["a_depth.png"] * written
+    if written:
+        assert status == 0 and summary["skipped"] == {}
+    else:  # not one frame usable: bad input
+        assert status == 2 and summary["skipped"] == {"device_failure": 1}
+
+
 def test_ctrl_c_leaves_only_complete_files_and_exits_130(shared_engine, tmp_path: Path, monkeypatch) -> None:
     for i in range(2):
         Image.fromarray(picture(48, 64, i)).save(tmp_path / f"{i}.png")
@@ -299,3 +322,18 @@ def test_video_every_second_frame_matches_the_engine(shared_engine, tmp_path: Pa
     assert status == 2 and "exist already" in summary["error"]
     assert run([str(video), "--every", "5"], tmp_path)[0] == 0  # png16 files are other files: not refused
     assert (tmp_path / "clip_f000000_depth.png").exists() and not (tmp_path / "clip_f000003_depth.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "expected"),
+    [
+        ("--fx", "0", "a focal length > 0 (pixels)"),
+        ("--cx", "inf", "a finite number"),
+        ("--every", "0", "a whole number >= 1"),
+    ],
+)
+def test_numeric_options_refuse_bad_values_in_one_line(option, text, expected, capsys):
+    assert predict.main(["x.png", option, text]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument {option}: expected {expected}, got {text!r}")
+    args = predict.build_parser().parse_args(["x.png", "--fx", "500.5", "--cx", "-3", "--every", "2"])
+    assert (args.fx, args.cx, args.every) == (500.5, -3.0, 2)

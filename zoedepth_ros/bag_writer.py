@@ -1,9 +1,9 @@
 """Writing the output rosbag2 without ROS (``rosbags``): the typestore, the messages and an all-or-nothing bag.
 
 The messages carry the same fields as the node's (``messages.py``), built with rosbags' message classes from the
-same ``DepthFrame``: a depth bag and the node's topics hold the same numbers. ``zoedepth_ros/msg/DepthRouting`` is
-registered from its ``.msg`` file, so its definition is stored in the bag (``ros2 bag info`` and rosbags read it
-without our package).
+same ``DepthFrame`` and the same field tables (``message_fields.py``): a depth bag and the node's topics hold
+the same numbers. ``zoedepth_ros/msg/DepthRouting`` is registered from its ``.msg`` file, so its definition is
+stored in the bag (``ros2 bag info`` and rosbags read it without our package).
 
 The bag is written into a temporary folder beside OUTPUT (``.NAME.partial-PID/NAME``, so that its storage file
 already has its final name) and renamed to OUTPUT only when it is complete; ``abort`` removes it. OUTPUT itself is
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB, cloud_fields
+from .cloud import cloud_fields
 from .intrinsics import camera_info_fields
+from .message_fields import COLORMAP_ENCODING, DEPTH_ENCODING, cloud_layout, image_fields
 from .pipeline import DepthFrame
 
 ROUTING_TYPE = "zoedepth_ros/msg/DepthRouting"
@@ -71,26 +72,10 @@ class Messages:
         self.DepthRouting = t[ROUTING_TYPE]
 
     def depth_image(self, frame: DepthFrame, header) -> Any:
-        return self.Image(
-            header=header,
-            height=frame.height,
-            width=frame.width,
-            encoding="32FC1",
-            is_bigendian=0,
-            step=4 * frame.width,
-            data=_u8(frame.depth),
-        )
+        return self.Image(header=header, **image_fields(frame, DEPTH_ENCODING), data=_u8(frame.depth))
 
     def colormap_image(self, frame: DepthFrame, header) -> Any:
-        return self.Image(
-            header=header,
-            height=frame.height,
-            width=frame.width,
-            encoding="rgb8",
-            is_bigendian=0,
-            step=3 * frame.width,
-            data=_u8(frame.colormap),
-        )
+        return self.Image(header=header, **image_fields(frame, COLORMAP_ENCODING), data=_u8(frame.colormap))
 
     def depth_camera_info(self, frame: DepthFrame, header, template) -> Any:
         f = camera_info_fields(frame.intrinsics, template)
@@ -109,17 +94,11 @@ class Messages:
         )
 
     def point_cloud(self, frame: DepthFrame, header, color: bool) -> Any:
-        step = POINT_STEP_XYZRGB if color else POINT_STEP_XYZ
         return self.PointCloud2(
             header=header,
-            height=frame.cloud_height,
-            width=frame.cloud_width,
             fields=[self.PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in cloud_fields(color)],
-            is_bigendian=False,
-            point_step=step,
-            row_step=step * frame.cloud_width,
             data=_u8(frame.cloud),
-            is_dense=False,
+            **cloud_layout(frame, color),
         )
 
     def routing(self, frame: DepthFrame, header) -> Any:

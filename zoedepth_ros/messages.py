@@ -6,8 +6,9 @@ import array
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB, cloud_fields
+from .cloud import cloud_fields
 from .intrinsics import fill_camera_info
+from .message_fields import COLORMAP_ENCODING, DEPTH_ENCODING, cloud_layout, image_fields
 from .pipeline import DepthFrame
 
 
@@ -20,26 +21,11 @@ def _with_data(msg, data: bytes | array.array):
 
 
 def depth_image(frame: DepthFrame, header) -> Image:
-    return _with_data(
-        Image(
-            header=header,
-            height=frame.height,
-            width=frame.width,
-            encoding="32FC1",
-            is_bigendian=0,
-            step=4 * frame.width,
-        ),
-        frame.depth,
-    )
+    return _with_data(Image(header=header, **image_fields(frame, DEPTH_ENCODING)), frame.depth)
 
 
 def colormap_image(frame: DepthFrame, header) -> Image:
-    return _with_data(
-        Image(
-            header=header, height=frame.height, width=frame.width, encoding="rgb8", is_bigendian=0, step=3 * frame.width
-        ),
-        frame.colormap or b"",
-    )
+    return _with_data(Image(header=header, **image_fields(frame, COLORMAP_ENCODING)), frame.colormap or b"")
 
 
 def depth_camera_info(frame: DepthFrame, header, template: CameraInfo) -> CameraInfo:
@@ -47,24 +33,11 @@ def depth_camera_info(frame: DepthFrame, header, template: CameraInfo) -> Camera
 
 
 def point_cloud(frame: DepthFrame, header, color: bool) -> PointCloud2:
-    step = POINT_STEP_XYZRGB if color else POINT_STEP_XYZ
     fields = [
         PointField(name=name, offset=offset, datatype=datatype, count=count)
         for name, offset, datatype, count in cloud_fields(color)
     ]
-    return _with_data(
-        PointCloud2(
-            header=header,
-            height=frame.cloud_height,
-            width=frame.cloud_width,
-            fields=fields,
-            is_bigendian=False,
-            point_step=step,
-            row_step=step * frame.cloud_width,
-            is_dense=False,
-        ),
-        frame.cloud or b"",
-    )
+    return _with_data(PointCloud2(header=header, fields=fields, **cloud_layout(frame, color)), frame.cloud or b"")
 
 
 def routing_type() -> type:

@@ -3,9 +3,12 @@
 - ``add_engine_arguments(parser)``: the engine options (checkpoint, device, precision, execution) and the per-frame
   Settings options (routing, pad, flip, depth range, output scale, points, colour, decimation, colour map), named
   and checked like the node's parameters (``params.PARAMS``), so a value the node refuses is refused here too.
+- ``number(kind, what, ok)``: an argparse type for the tools' own numeric options.
 - ``settings_from_args(args)`` / ``engine_from_args(args, prog=...)``: what those options mean.
 - ``Progress``: a tqdm bar (rate, ETA) on a terminal, a plain line every few seconds otherwise (CI logs, files).
 - ``Summary``: counts by reason, the engine used, timing and the exit status, printed and written as JSON.
+- ``run_guarded(prog, body, ...)``: a tool's body with its exit statuses (one line on stderr, no traceback);
+  ``sigterm_as_interrupt()``: SIGTERM ends a run as Ctrl-C does.
 
 Exit statuses shared by the tools: 0 done, 1 other failure, 2 bad input (arguments, files, checkpoint),
 130 interrupted. ``fail`` prints one line and exits with a status; ``ToolExit`` carries it (a SystemExit, so a
@@ -17,9 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
@@ -46,14 +52,72 @@ class ToolExit(SystemExit):
         self.message = message
 
 
+def _first_line(message: object) -> str:
+    return (str(message).strip().splitlines() or [""])[0]
+
+
 def fail(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
     """Print ``prog: error: message`` (its first line only) to stderr and exit with ``status``."""
-    line = (str(message).strip().splitlines() or [""])[0]
+    line = _first_line(message)
     print(f"{prog}: error: {line}", file=sys.stderr, flush=True)
     raise ToolExit(status, line)
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """Schedulers stop jobs with SIGTERM: make it the same clean abort as Ctrl-C (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def run_guarded(
+    prog: str,
+    body: Callable[[], int | None],
+    *,
+    interrupted: Callable[[], str],
+    bad_input: tuple[type[Exception], ...] = (),
+    failures: tuple[type[Exception], ...] = (Exception,),
+) -> tuple[int, str]:
+    """``body()`` as (exit status, one-line error): a ``ToolExit`` keeps its status (already printed); a
+    ``bad_input`` exception is 2, one of ``failures`` 1 and Ctrl-C 130, each printed as one line (``interrupted()``
+    says what the interruption left behind). Anything else propagates."""
+    try:
+        return body() or EXIT_OK, ""
+    except ToolExit as e:
+        return e.status, e.message
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted()}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED, "interrupted"
+    except bad_input as e:
+        error = _first_line(e)
+        status = EXIT_BAD_INPUT
+    except failures as e:
+        error = _first_line(f"{type(e).__name__}: {e}")
+        status = EXIT_FAILURE
+    print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+    return status, error
+
+
 # ---------------------------------------------------------------------------------------------- arguments
+
+
+def number(kind: type, what: str, ok: Callable[[Any], bool] = lambda value: True):
+    """An argparse type: ``kind(text)``, finite, for which ``ok`` holds; else "expected WHAT, got TEXT"."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _checked(name: str, kind: type):
@@ -356,6 +420,21 @@ class Summary:
             "error": self.error,
             **self.extra,
         }
+
+    def report(self, status: int, error: str, json_path: str | None, *, show: bool) -> int:
+        """End the run: ``finish``, ``print`` when ``show``, ``write_json`` to ``json_path`` when given. Returns the
+        exit status (1 when the JSON cannot be written and the run had none worse)."""
+        self.finish(status, error)
+        if show:
+            self.print()
+        if json_path:
+            try:
+                self.write_json(json_path)
+            except OSError as e:
+                line = f"{self.tool}: error: cannot write --summary-json {json_path}: {e.strerror or e}"
+                print(line, file=sys.stderr, flush=True)
+                status = status or EXIT_FAILURE
+        return status
 
     def write_json(self, path: str | Path) -> None:
         """Write ``as_dict()`` to ``path``; ``-`` is stdout."""

@@ -14,7 +14,6 @@ single-camera node (RSS, and device memory where there is one). rclpy is importe
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .dds import Participant, _payload, camera_argv, camera_parser, pinhole_info, texture
 from .isolation import (
     applied_env,
     child_main,
@@ -75,21 +75,14 @@ def camera_names(n: int) -> list[str]:
 
 def camera_main(argv: Sequence[str]) -> int:
     """The camera process: N synchronised streams, published once every node subscribes; stops when stdin closes."""
-    ap = argparse.ArgumentParser(prog=f"python -m {MODULE} camera")
+    ap = camera_parser(MODULE, match_timeout=180.0, max_duration=900.0)
     ap.add_argument("--cameras", type=int, required=True)
-    ap.add_argument("--width", type=int, required=True)
-    ap.add_argument("--height", type=int, required=True)
-    ap.add_argument("--rate", type=float, required=True)
-    ap.add_argument("--match-timeout", type=float, default=180.0)
-    ap.add_argument("--max-duration", type=float, default=900.0)
-    ap.add_argument("--result", type=Path, required=True)
     args = ap.parse_args(argv)
 
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
 
     from ..qos import profile
-    from .dds import _payload, pinhole, texture
 
     stop = stop_when_stdin_closes()
     context = rclpy.Context()
@@ -99,20 +92,11 @@ def camera_main(argv: Sequence[str]) -> int:
     try:
         qos = profile("best_effort", 1)
         w, h = args.width, args.height
-        fx, fy, cx, cy = pinhole(w, h)
         streams = []
         for name in camera_names(args.cameras):
             image = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w)
             image.data = _payload(texture(w, h, 3))
-            info = CameraInfo(
-                width=w,
-                height=h,
-                distortion_model="plumb_bob",
-                d=[0.0] * 5,
-                k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
-                r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-            )
+            info = pinhole_info(w, h)
             image.header.frame_id = info.header.frame_id = f"{name}_optical_frame"
             pubs = (
                 node.create_publisher(CameraInfo, f"{name}/camera_info", qos),
@@ -159,23 +143,16 @@ def _memory_mb(pid: int) -> tuple[float, float]:
         return math.nan, math.nan
 
 
-class _Sink:
+class _Sink(Participant):
     """Our participant: every camera's depth image (stamp, arrival) and the newest status of each name."""
 
     def __init__(self, domain: int, cameras: list[str]) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
 
         from ..qos import profile
 
-        self._rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(args=[], context=self.context, domain_id=domain)
-        self.node = rclpy.create_node("zoedepth_bench_cameras_sink", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("zoedepth_bench_cameras_sink", domain)
         self.samples: dict[str, list[tuple[int, int]]] = {c: [] for c in cameras}
         self.status: dict[str, dict[str, str]] = {}
         self.subs = [
@@ -194,18 +171,10 @@ class _Sink:
         for s in msg.status:
             self.status[s.name] = {kv.key: kv.value for kv in s.values}
 
-    def matched(self) -> bool:
-        return all(s.get_publisher_count() > 0 for s in self.subs)
-
     def spin(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             self.executor.spin_once(timeout_sec=left)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self._rclpy.try_shutdown(context=self.context)
 
 
 def _start_nodes(layout: str, n: int, params: dict[str, Any], env: dict[str, str], work: Path) -> list:
@@ -255,21 +224,14 @@ def run_layout(
             result = work / "camera.json"
             camera = start_python_module(
                 MODULE,
-                [
-                    "camera",
-                    "--cameras",
-                    str(n),
-                    "--width",
-                    str(config.width),
-                    "--height",
-                    str(config.height),
-                    "--rate",
-                    str(config.rate_hz),
-                    "--match-timeout",
-                    str(config.timeout_s),
-                    "--result",
-                    str(result),
-                ],
+                camera_argv(
+                    result,
+                    cameras=n,
+                    width=config.width,
+                    height=config.height,
+                    rate=config.rate_hz,
+                    match_timeout=config.timeout_s,
+                ),
                 env,
                 work / "camera.log",
                 stdin=subprocess.PIPE,

@@ -93,6 +93,28 @@ def pinhole_info(width: int, height: int):
     )
 
 
+def camera_parser(module: str, *, match_timeout: float, max_duration: float) -> argparse.ArgumentParser:
+    """The options every benchmark camera child takes: its size and rate, how long it waits for subscribers and
+    runs at most, and where it writes its result (``module``'s ``camera`` command)."""
+    ap = argparse.ArgumentParser(prog=f"python -m {module} camera")
+    ap.add_argument("--width", type=int, required=True)
+    ap.add_argument("--height", type=int, required=True)
+    ap.add_argument("--rate", type=float, required=True)
+    ap.add_argument("--match-timeout", type=float, default=match_timeout)
+    ap.add_argument("--max-duration", type=float, default=max_duration, help="stop by itself after this long (s)")
+    ap.add_argument("--result", type=Path, required=True)
+    return ap
+
+
+def camera_argv(result: Path, **options: Any) -> list[str]:
+    """A camera child's command line: ``camera``, ``options`` in their order (``match_timeout=60`` is
+    ``--match-timeout 60``), then ``--result RESULT``."""
+    argv = ["camera"]
+    for name, value in options.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return [*argv, "--result", str(result)]
+
+
 def _qos_profile(reliability: str, depth: int):
     from ..qos import profile
 
@@ -104,17 +126,11 @@ def camera_main(argv: Sequence[str]) -> int:
 
     Writes ``{"published", "stamps_ns", "late", "first_publish_ns"}`` as JSON to ``--result``.
     """
-    ap = argparse.ArgumentParser(prog=f"python -m {MODULE} camera")
-    ap.add_argument("--width", type=int, required=True)
-    ap.add_argument("--height", type=int, required=True)
-    ap.add_argument("--rate", type=float, required=True)
+    ap = camera_parser(MODULE, match_timeout=120.0, max_duration=600.0)
     ap.add_argument("--encoding", default="rgb8")
     ap.add_argument("--bytes-per-pixel", type=int, default=3)
     ap.add_argument("--reliability", default="best_effort", choices=("best_effort", "reliable"))
     ap.add_argument("--depth", type=int, default=1)
-    ap.add_argument("--match-timeout", type=float, default=120.0)
-    ap.add_argument("--max-duration", type=float, default=600.0, help="stop by itself after this long (s)")
-    ap.add_argument("--result", type=Path, required=True)
     args = ap.parse_args(argv)
 
     import rclpy
@@ -325,29 +341,18 @@ def _camera_bytes_per_pixel(config: EndToEndConfig) -> int:
 
 def _camera_args(config: EndToEndConfig, params: dict[str, Any], bytes_per_pixel: int, result: Path) -> list[str]:
     """The camera child's command line: the node's input QoS, and a lifetime bounded by every wait of the run."""
-    return [
-        "camera",
-        "--width",
-        str(config.width),
-        "--height",
-        str(config.height),
-        "--rate",
-        str(config.rate_hz),
-        "--encoding",
-        config.encoding,
-        "--bytes-per-pixel",
-        str(bytes_per_pixel),
-        "--reliability",
-        _param(params, "qos.input_reliability"),
-        "--depth",
-        "1",
-        "--match-timeout",
-        str(config.timeout_s),
-        "--max-duration",
-        str(2 * config.timeout_s + config.warmup_s + config.duration_s),
-        "--result",
-        str(result),
-    ]
+    return camera_argv(
+        result,
+        width=config.width,
+        height=config.height,
+        rate=config.rate_hz,
+        encoding=config.encoding,
+        bytes_per_pixel=bytes_per_pixel,
+        reliability=_param(params, "qos.input_reliability"),
+        depth=1,
+        match_timeout=config.timeout_s,
+        max_duration=2 * config.timeout_s + config.warmup_s + config.duration_s,
+    )
 
 
 class _Run:
@@ -476,21 +481,40 @@ def _report(
     return json_safe(result)
 
 
-class _Sink:
-    """This process's side: subscriptions to the node's outputs, recording (stamp, receive time) per frame."""
+class Participant:
+    """This process's own rclpy context, node and executor on ``domain``; ``matched`` once every subscription in
+    ``subs`` has a publisher; ``close`` ends all of it."""
 
-    def __init__(self, domain: int, output_reliability: str) -> None:
+    def __init__(self, name: str, domain: int) -> None:
         import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import Image, PointCloud2
 
         self._rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context, domain_id=domain)
-        self.node = rclpy.create_node("zoedepth_bench_sink", context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self.subs: list = []
+
+    def matched(self) -> bool:
+        """True once the publishers for all the subscriptions in ``subs`` are discovered."""
+        return all(s.get_publisher_count() > 0 for s in self.subs)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+
+class _Sink(Participant):
+    """This process's side: subscriptions to the node's outputs, recording (stamp, receive time) per frame."""
+
+    def __init__(self, domain: int, output_reliability: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import Image, PointCloud2
+
+        super().__init__("zoedepth_bench_sink", domain)
         self.samples: dict[str, list[tuple[int, int]]] = {"depth": [], "points": []}
         self.first_output_ns: int | None = None
         self.last_output_ns = 0
@@ -515,10 +539,6 @@ class _Sink:
             if status.name.endswith(DIAG_NAME_SUFFIX):
                 self.diag = (_stamp_ns(msg.header), {kv.key: kv.value for kv in status.values})
 
-    def matched(self) -> bool:
-        """True once the node's publishers for all our subscriptions are discovered."""
-        return all(s.get_publisher_count() > 0 for s in self.subs)
-
     def spin(self, seconds: float) -> None:
         self.executor.spin_once(timeout_sec=seconds)
 
@@ -542,11 +562,6 @@ class _Sink:
             check_node("the final diagnostics")
             self.spin(0.05)
         return self.diag[1] if self.diag is not None else None
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self._rclpy.try_shutdown(context=self.context)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

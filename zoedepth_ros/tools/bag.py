@@ -16,54 +16,33 @@ no camera, OUTPUT exists, checkpoint), 130 interrupted (Ctrl-C or SIGTERM: nothi
 from __future__ import annotations
 
 import argparse
-import math
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from ..bag_job import BagJob, BagOptions
 from ..bag_reader import BagError, BagSource, discover
 from ..bag_writer import STORAGES, BagOutput, OutputError, output_typestore
 from ..offline import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     Progress,
     Summary,
-    ToolExit,
     add_engine_arguments,
     check_settings_args,
     engine_from_args,
+    number,
+    run_guarded,
     settings_from_args,
+    sigterm_as_interrupt,
 )
 
 PROG = "zoedepth-ros-bag"
 MAX_BATCH = 256
 
 
-def _count(low: int, high: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {low}..{high if high is not None else ''}, got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return value
+COUNT = number(int, "an integer >= 1", lambda v: v >= 1)
+BATCH = number(int, f"an integer 1..{MAX_BATCH}", lambda v: 1 <= v <= MAX_BATCH)
+SECONDS = number(float, "seconds >= 0", lambda v: v >= 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,19 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="process the camera in namespace NS (NS/image, NS/image_raw or .../compressed, and NS/camera_info); "
         "repeatable (default: every camera found)",
     )
-    bag.add_argument("--start", type=_seconds, metavar="S", help="begin S seconds after the start of the bag")
-    bag.add_argument("--end", type=_seconds, metavar="S", help="stop S seconds after the start of the bag")
-    bag.add_argument("--every", type=_count(1), default=1, metavar="N", help="every N-th image of each camera")
+    bag.add_argument("--start", type=SECONDS, metavar="S", help="begin S seconds after the start of the bag")
+    bag.add_argument("--end", type=SECONDS, metavar="S", help="stop S seconds after the start of the bag")
+    bag.add_argument("--every", type=COUNT, default=1, metavar="N", help="every N-th image of each camera")
     bag.add_argument(
         "--batch",
-        type=_count(1, MAX_BATCH),
+        type=BATCH,
         default=4,
         metavar="N",
         help="images per forward pass; images of several cameras of the same size share one (default: 4)",
     )
     bag.add_argument(
         "--camera-info-tolerance",
-        type=_seconds,
+        type=SECONDS,
         default=0.0,
         metavar="S",
         help="an image without a CameraInfo of its exact stamp uses the closest one within S seconds "
@@ -108,10 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _log(line: str) -> None:
     print(f"{PROG}: {line}", file=sys.stderr, flush=True)
-
-
-def _sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt  # schedulers stop jobs with SIGTERM: the same clean abort as Ctrl-C
 
 
 def run(args: argparse.Namespace, summary: Summary) -> None:
@@ -157,32 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.start is not None and args.end is not None and args.end <= args.start:
         parser.error(f"--end ({args.end:g}) must be after --start ({args.start:g})")
     summary = Summary(PROG, str(args.input), str(args.output))
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm)
-    status, error = EXIT_OK, ""
-    try:
-        run(args, summary)
-    except ToolExit as e:  # already printed
-        status, error = e.status, e.message
-    except (BagError, OutputError) as e:
-        status, error = EXIT_BAD_INPUT, str(e)
-        _log(f"error: {e}")
-    except KeyboardInterrupt:
-        status, error = EXIT_INTERRUPTED, "interrupted"
-        _log(f"interrupted; nothing written to {args.output} (the partial bag was removed)")
-    except Exception as e:
-        status, error = EXIT_FAILURE, f"{type(e).__name__}: {e}"
-        _log(f"error: {error}")
-    summary.finish(status, error)
-    if status in (EXIT_OK, EXIT_INTERRUPTED) or summary.frames_in:
-        summary.print()
-    if args.summary_json:
-        try:
-            summary.write_json(args.summary_json)
-        except OSError as e:
-            _log(f"error: cannot write --summary-json {args.summary_json}: {e}")
-            status = status or EXIT_FAILURE
-    return status
+    sigterm_as_interrupt()
+    status, error = run_guarded(
+        PROG,
+        lambda: run(args, summary),
+        interrupted=lambda: f"interrupted; nothing written to {args.output} (the partial bag was removed)",
+        bad_input=(BagError, OutputError),
+    )
+    show = status in (EXIT_OK, EXIT_INTERRUPTED) or summary.frames_in > 0
+    return summary.report(status, error, args.summary_json, show=show)
 
 
 if __name__ == "__main__":

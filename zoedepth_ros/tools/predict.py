@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -54,15 +53,15 @@ from zoedepth_ros.intrinsics import CameraInfoError, Intrinsics
 from zoedepth_ros.offline import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     Progress,
     Summary,
-    ToolExit,
     add_engine_arguments,
     check_settings_args,
     engine_from_args,
     fail,
+    number,
+    run_guarded,
     settings_from_args,
 )
 from zoedepth_ros.pipeline import DepthFrame, FrameError, FrameInput, Settings, batch_key
@@ -99,31 +98,9 @@ exit status: 0 done, 2 bad input (or no frame usable), 1 other failure, 130 inte
 # ---------------------------------------------------------------------------------------------- arguments
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _focal(text: str) -> float:
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a focal length > 0 (pixels), got {text!r}")
-    return value
+POSITIVE = number(int, "a whole number >= 1", lambda v: v >= 1)
+FINITE = number(float, "a finite number")
+FOCAL = number(float, "a focal length > 0 (pixels)", lambda v: v > 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,11 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     files.add_argument("-r", "--recursive", action="store_true", help="also take images in subfolders of folders")
     files.add_argument(
-        "--every", type=_positive_int, default=1, metavar="N", help="videos: every N-th frame, from the first"
+        "--every", type=POSITIVE, default=1, metavar="N", help="videos: every N-th frame, from the first"
     )
     files.add_argument(
         "--batch",
-        type=_positive_int,
+        type=POSITIVE,
         default=DEFAULT_BATCH,
         metavar="N",
         help=f"images of one size per forward (default: {DEFAULT_BATCH})",
@@ -160,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--summary-json", metavar="PATH", help="write a JSON summary of the run here (- for stdout)")
     cam = p.add_argument_group("intrinsics (for --ply)")
     cam.add_argument("--camera-info", type=Path, metavar="FILE.yaml", help="a camera_calibration YAML file")
-    cam.add_argument("--fx", type=_focal, metavar="PX", help="focal length x, pixels")
-    cam.add_argument("--fy", type=_focal, metavar="PX", help="focal length y, pixels")
-    cam.add_argument("--cx", type=_finite, metavar="PX", help="principal point x, pixels")
-    cam.add_argument("--cy", type=_finite, metavar="PX", help="principal point y, pixels")
+    cam.add_argument("--fx", type=FOCAL, metavar="PX", help="focal length x, pixels")
+    cam.add_argument("--fy", type=FOCAL, metavar="PX", help="focal length y, pixels")
+    cam.add_argument("--cx", type=FINITE, metavar="PX", help="principal point x, pixels")
+    cam.add_argument("--cy", type=FINITE, metavar="PX", help="principal point y, pixels")
     add_engine_arguments(p)
     return p
 
@@ -412,8 +389,7 @@ class Run:
                 self.skip(bad.name, "bad_frame", str(exc))
             except FrameDropped as exc:
                 if retried:
-                    for job in jobs:
-                        self.skip(job.name, "device_failure", f"{exc.kind}: {exc}")
+                    self.give_up(jobs, exc)
                     return None
                 retried = True
                 self.say(f"device failure on a batch of {len(jobs)} ({exc.kind}); trying it once more")
@@ -423,25 +399,27 @@ class Run:
         """Wait for a submitted batch and write its files (a failed batch is run once more, then skipped)."""
         from zoedepth_ros.engine import FrameDropped
 
-        if pending is None:
-            return
-        inflight, jobs = pending
-        try:
-            frames = self.engine.results(inflight)
-        except FrameDropped as exc:
-            self.say(f"device failure on a batch of {len(jobs)} ({exc.kind}); trying it once more")
-            again = self.submit(list(jobs))
-            if again is None:
-                return
-            inflight, jobs = again
+        retried = False
+        while pending is not None:
+            inflight, jobs = pending
             try:
                 frames = self.engine.results(inflight)
-            except FrameDropped as exc2:
-                for job in jobs:
-                    self.skip(job.name, "device_failure", f"{exc2.kind}: {exc2}")
-                return
-        for job, frame in zip(jobs, frames, strict=True):
-            self.write(job, frame)
+            except FrameDropped as exc:
+                if retried:
+                    self.give_up(jobs, exc)
+                    return
+                retried = True
+                self.say(f"device failure on a batch of {len(jobs)} ({exc.kind}); trying it once more")
+                pending = self.submit(list(jobs))
+                continue
+            for job, frame in zip(jobs, frames, strict=True):
+                self.write(job, frame)
+            return
+
+    def give_up(self, jobs: list[Job], exc) -> None:
+        """A batch that failed on the device twice: every frame in it skipped."""
+        for job in jobs:
+            self.skip(job.name, "device_failure", f"{exc.kind}: {exc}")
 
     # -- files out
 
@@ -551,27 +529,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     output = str(args.output) if args.output else "beside each input"
     summary = Summary(tool=PROG, input=" ".join(map(str, args.paths)), output=output)
-    status, error = EXIT_OK, ""
-    try:
-        status = run(args, summary)
-    except ToolExit as exc:
-        status, error = exc.status, exc.message
-    except KeyboardInterrupt:
-        status, error = EXIT_INTERRUPTED, "interrupted"
-        print(f"{PROG}: interrupted; the {summary.frames_out} frame(s) written are complete", file=sys.stderr)
-    except (RuntimeError, OSError, ValueError) as exc:  # torch / device failures outside a frame: one line
-        status, error = EXIT_FAILURE, f"{type(exc).__name__}: {exc}".splitlines()[0]
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-    summary.finish(status, error)
-    if summary.frames_in:
-        summary.print()
-    if args.summary_json:
-        try:
-            summary.write_json(args.summary_json)
-        except OSError as exc:
-            print(f"{PROG}: error: cannot write {args.summary_json}: {exc.strerror or exc}", file=sys.stderr)
-            status = status or EXIT_FAILURE
-    return status
+    status, error = run_guarded(
+        PROG,
+        lambda: run(args, summary),
+        interrupted=lambda: f"interrupted; the {summary.frames_out} frame(s) written are complete",
+        failures=(RuntimeError, OSError, ValueError),  # torch / device failures outside a frame: one line
+    )
+    return summary.report(status, error, args.summary_json, show=summary.frames_in > 0)
 
 
 if __name__ == "__main__":
