@@ -5,6 +5,8 @@ overwritten without --force, and the PLY is the node's cloud with the calibratio
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +293,29 @@ def test_ctrl_c_leaves_only_complete_files_and_exits_130(shared_engine, tmp_path
 
     monkeypatch.setattr(predict, "write_depth", interrupt_second)
     status, summary = run([str(tmp_path), "--batch", "1"], tmp_path)
+    assert status == 130 and summary["exit_status"] == 130 and summary["frames_out"] == 1
+    assert sorted(p.name for p in tmp_path.glob("*_depth*")) == ["0_depth.png"]
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_sigterm_stops_like_ctrl_c(shared_engine, tmp_path: Path, monkeypatch) -> None:
+    """A scheduler's SIGTERM (delivered to this process while the second file is written) exits 130, files whole."""
+    for i in range(2):
+        Image.fromarray(picture(48, 64, i)).save(tmp_path / f"{i}.png")
+    real, written = predict.write_depth, []
+
+    def terminate_second(path, depth, fmt):
+        if written:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler main installed turns it into an interrupt
+        written.append(path)
+        return real(path, depth, fmt)
+
+    monkeypatch.setattr(predict, "write_depth", terminate_second)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        status, summary = run([str(tmp_path), "--batch", "1"], tmp_path)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert status == 130 and summary["exit_status"] == 130 and summary["frames_out"] == 1
     assert sorted(p.name for p in tmp_path.glob("*_depth*")) == ["0_depth.png"]
     assert not list(tmp_path.glob(".*"))

@@ -63,6 +63,7 @@ from zoedepth_ros.offline import (
     number,
     run_guarded,
     settings_from_args,
+    sigterm_as_interrupt,
 )
 from zoedepth_ros.pipeline import DepthFrame, FrameError, FrameInput, Settings, batch_key
 
@@ -529,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     output = str(args.output) if args.output else "beside each input"
     summary = Summary(tool=PROG, input=" ".join(map(str, args.paths)), output=output)
+    sigterm_as_interrupt()  # a scheduler's SIGTERM: the same clean stop as Ctrl-C (every file written is complete)
     status, error = run_guarded(
         PROG,
         lambda: run(args, summary),
