@@ -31,8 +31,8 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "zoedepth_node = zoedepth_ros.node:main",
-            "zoedepth_demo_camera = zoedepth_ros.demo_camera:main",
+            "zoedepth_node = zoedepth_ros.ros.node:main",
+            "zoedepth_demo_camera = zoedepth_ros.ros.demo_camera:main",
             "zoedepth-ros-weights = zoedepth_ros.tools.weights:main",
             "zoedepth-ros-eval = zoedepth_ros.tools.evaluate:main",
             "zoedepth-ros-bench = zoedepth_ros.tools.bench:main",

@@ -60,7 +60,7 @@ from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
-from zoedepth_ros.cameras import CameraListError, CameraSpec, parse_cameras
+from zoedepth_ros.ros.cameras import CameraListError, CameraSpec, parse_cameras
 
 PACKAGE = "zoedepth_ros"
 DEFAULT_IMAGE, DEFAULT_CAMERA_INFO = "/camera/image_raw", "/camera/camera_info"
@@ -102,7 +102,7 @@ def camera_entries(text: str) -> list[str] | None:
 
     (launch_ros cannot pass an empty list parameter, so ``[]`` cannot override a params file's cameras.)
 
-    Checked with the node's own rules (zoedepth_ros.cameras), so a bad list stops the launch before anything runs.
+    Checked with the node's own rules (zoedepth_ros.ros.cameras), so a bad list stops the launch before anything runs.
     """
     if not text.strip():
         return None

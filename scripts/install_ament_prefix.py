@@ -26,8 +26,8 @@ from pathlib import Path
 
 PACKAGE = "zoedepth_ros"
 EXECUTABLES = {  # lib/zoedepth_ros/<name> -> module:function (the same as setup.py's console scripts)
-    "zoedepth_node": "zoedepth_ros.node:main",
-    "zoedepth_demo_camera": "zoedepth_ros.demo_camera:main",
+    "zoedepth_node": "zoedepth_ros.ros.node:main",
+    "zoedepth_demo_camera": "zoedepth_ros.ros.demo_camera:main",
 }
 SHARE_DIRS = ("launch", "config")
 

@@ -11,7 +11,8 @@ import sys
 
 import torch
 
-from zoedepth_ros import node, runtime
+from zoedepth_ros.engine import runtime
+from zoedepth_ros.ros import node
 
 remaining = [int(os.environ.get("ZOEDEPTH_TEST_OOM_FRAMES", "0"))]
 real_call = runtime.DepthRunner.__call__

@@ -9,7 +9,7 @@ import pytest
 import torch
 from model_fixtures import tiny_model
 
-from zoedepth_ros.accuracy import (
+from zoedepth_ros.engine.accuracy import (
     MAX_MEAN_REL_DIFF,
     guard,
     mean_relative_difference,

@@ -20,13 +20,13 @@ import torch
 from model_fixtures import randomize_
 from PIL import Image as PILImage
 
-from zoedepth_ros import engine as engine_module
-from zoedepth_ros.bag_reader import BagError, ExactPairer, Paired, Unpaired, discover
-from zoedepth_ros.bag_writer import BagOutput
+import zoedepth_ros.engine as engine_module  # the package: the tools import open_engine from it
 from zoedepth_ros.engine import Engine
-from zoedepth_ros.intrinsics import Intrinsics
+from zoedepth_ros.engine.intrinsics import Intrinsics
+from zoedepth_ros.engine.pipeline import Settings
 from zoedepth_ros.model import ZoeDepth, tiny_config
-from zoedepth_ros.pipeline import Settings
+from zoedepth_ros.offline.bag_reader import BagError, ExactPairer, Paired, Unpaired, discover
+from zoedepth_ros.offline.bag_writer import BagOutput
 from zoedepth_ros.tools import bag as bag_tool
 
 rosbags = pytest.importorskip("rosbags")
@@ -523,7 +523,7 @@ def _node_messages():
         from sensor_msgs.msg import CameraInfo
         from std_msgs.msg import Header
 
-        from zoedepth_ros import messages
+        from zoedepth_ros.ros import messages
 
         messages.routing_type()
     except ImportError as e:
@@ -552,7 +552,7 @@ def test_messages_equal_the_nodes(reference):
     """The bag's messages hold exactly what the node's (messages.py, rclpy) hold: the node's bytes, read back with
     rosbags, equal ours field for field (the bytes themselves differ only in CDR padding, which rclpy leaves
     uninitialised)."""
-    from zoedepth_ros.bag_writer import Messages, output_typestore
+    from zoedepth_ros.offline.bag_writer import Messages, output_typestore
 
     node, serialize, RosCameraInfo, RosHeader = _node_messages()
     store = output_typestore()
@@ -610,7 +610,7 @@ def test_bench_bag_section(tmp_path):
 
 def test_progress_lines_and_summary_json(tmp_path, capsys):
     """offline.Progress without a terminal: plain lines with the count, rate and ETA; tqdm's bar on one."""
-    from zoedepth_ros.offline import Progress, Summary
+    from zoedepth_ros.offline.common import Progress, Summary
 
     stream = io.StringIO()
     with Progress(4, "tool", stream=stream, interval=0.0) as progress:
@@ -640,7 +640,7 @@ def test_progress_lines_and_summary_json(tmp_path, capsys):
 
 def test_run_guarded_turns_each_ending_into_its_status_and_one_line(tmp_path, capsys):
     """The offline tools' common ending: exit status, the error kept in the summary, one stderr line each."""
-    from zoedepth_ros.offline import Summary, fail, run_guarded
+    from zoedepth_ros.offline.common import Summary, fail, run_guarded
 
     def raising(exc: BaseException):
         def body():

@@ -14,11 +14,11 @@ import torch
 from model_fixtures import randomize_
 
 from zoedepth_ros.engine import Engine
-from zoedepth_ros.intrinsics import Intrinsics
-from zoedepth_ros.ladder import Rung
+from zoedepth_ros.engine.intrinsics import Intrinsics
+from zoedepth_ros.engine.ladder import Rung
+from zoedepth_ros.engine.pipeline import FrameError, FrameInput, Settings, batch_key
+from zoedepth_ros.engine.runtime import DepthRunner
 from zoedepth_ros.model import ZoeDepth, tiny_config
-from zoedepth_ros.pipeline import FrameError, FrameInput, Settings, batch_key
-from zoedepth_ros.runtime import DepthRunner
 
 CPU = torch.device("cpu")
 H, W = 48, 64

@@ -1,4 +1,4 @@
-"""The per-camera mailbox and batch scheduler (zoedepth_ros.batching) and the worker threads, without ROS."""
+"""The per-camera mailbox and batch scheduler (zoedepth_ros.ros.batching) and the worker threads, without ROS."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from zoedepth_ros.batching import CameraMailbox, submit_good, warmup_plan
-from zoedepth_ros.pipeline import FrameError
-from zoedepth_ros.worker import FrameWorker
+from zoedepth_ros.engine.pipeline import FrameError
+from zoedepth_ros.ros.batching import CameraMailbox, submit_good, warmup_plan
+from zoedepth_ros.ros.worker import FrameWorker
 
 VGA, HD = (480, 640), (720, 1280)
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from model_fixtures import tiny_model
 
-from zoedepth_ros.accuracy import guard, probe_images, reference_results, settled
-from zoedepth_ros.intrinsics import Intrinsics
+from zoedepth_ros.engine.accuracy import guard, probe_images, reference_results, settled
+from zoedepth_ros.engine.intrinsics import Intrinsics
+from zoedepth_ros.engine.pipeline import DepthPipeline, Settings
+from zoedepth_ros.engine.runtime import DepthRunner
+from zoedepth_ros.engine.transfer import IN_FLIGHT
 from zoedepth_ros.model import set_precision
-from zoedepth_ros.pipeline import DepthPipeline, Settings
-from zoedepth_ros.runtime import DepthRunner
-from zoedepth_ros.transfer import IN_FLIGHT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -109,7 +109,7 @@ def test_submit_waits_when_every_slot_is_in_flight(model):
 def test_a_batch_of_frames_on_the_gpu_equals_each_frame_alone(model, mode):
     """Per-image routing in one forward (and one captured graph per batch size) on the device."""
     from zoedepth_ros.engine import Engine
-    from zoedepth_ros.pipeline import FrameInput
+    from zoedepth_ros.engine.pipeline import FrameInput
 
     engine = Engine.build(model, CUDA, "fp32", mode)
     frames = [FrameInput(frame(i), "rgb8", INTR, Settings(colormap=i % 2 == 0)) for i in range(4)]

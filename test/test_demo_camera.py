@@ -1,6 +1,6 @@
 """The demo camera: its generated scene (pure numpy), its CameraInfo, and the node over real DDS.
 
-The DDS tests run ``python -m zoedepth_ros.demo_camera`` in its own process on a private domain and check what
+The DDS tests run ``python -m zoedepth_ros.ros.demo_camera`` in its own process on a private domain and check what
 arrives, then that SIGINT/SIGTERM (twice, as ``ros2 launch`` and a terminal can both send) end it cleanly.
 Without rclpy the module still collects: the ROS tests skip with a reason, the numpy ones run.
 """
@@ -22,7 +22,7 @@ import pytest
 from ros_graph import isolated_ros_env, stop_node, wait_until
 
 from zoedepth_ros.benchmarks.isolation import PACKAGE_PARENT, applied_env, log_tail, ros_args, start_python_module
-from zoedepth_ros.demo_camera import DemoConfig, DemoScene, intrinsics
+from zoedepth_ros.ros.demo_camera import DemoConfig, DemoScene, intrinsics
 
 try:  # not a module-level importorskip: launch_testing's plugin would then skip the whole directory
     import rclpy
@@ -30,7 +30,7 @@ try:  # not a module-level importorskip: launch_testing's plugin would then skip
     from rclpy.qos import QoSProfile, QoSReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
-    from zoedepth_ros.demo_camera import camera_info
+    from zoedepth_ros.ros.demo_camera import camera_info
 except ImportError:
     rclpy = None
 
@@ -39,7 +39,7 @@ needs_ros = pytest.mark.skipif(rclpy is None, reason="ROS 2 (rclpy, sensor_msgs)
 # Fast DDS refuses domain ids above 232 (its port numbers overflow), and the other DDS tests use 100..231; 40..99
 # is free. Derived from the pid so concurrent test runs rarely share one.
 DOMAIN_ID = 40 + os.getpid() % 60
-MODULE = "zoedepth_ros.demo_camera"
+MODULE = "zoedepth_ros.ros.demo_camera"
 
 
 # ------------------------------------------------------------------------------------------- the scene

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from zoedepth_ros import depth_files as DF
-from zoedepth_ros.cloud import depth_to_points
-from zoedepth_ros.colormap import colorize_depth
-from zoedepth_ros.intrinsics import CameraInfoError, Intrinsics
+from zoedepth_ros.engine.cloud import depth_to_points
+from zoedepth_ros.engine.colormap import colorize_depth
+from zoedepth_ros.engine.intrinsics import CameraInfoError, Intrinsics
+from zoedepth_ros.offline import depth_files as DF
 
 NAN = float("nan")
 

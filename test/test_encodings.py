@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from zoedepth_ros import encodings
-from zoedepth_ros.encodings import (
+from zoedepth_ros.engine import encodings
+from zoedepth_ros.engine.encodings import (
     ENCODINGS,
     ImageError,
     array_to_tensor,

@@ -14,16 +14,16 @@ import torch
 from model_fixtures import randomize_
 from torch._inductor.exc import InductorError
 
-from zoedepth_ros import engine as engine_module
-from zoedepth_ros.accuracy import GuardReport
 from zoedepth_ros.engine import FAILURES_BEFORE_STEP_DOWN, Engine, EngineError
-from zoedepth_ros.failures import FrameDropped, classify
-from zoedepth_ros.intrinsics import Intrinsics
-from zoedepth_ros.ladder import Rung, plan_ladder
+from zoedepth_ros.engine import engine as engine_module
+from zoedepth_ros.engine.accuracy import GuardReport
+from zoedepth_ros.engine.failures import FrameDropped, classify
+from zoedepth_ros.engine.intrinsics import Intrinsics
+from zoedepth_ros.engine.ladder import Rung, plan_ladder
+from zoedepth_ros.engine.pipeline import PinnedMemoryError, Settings
+from zoedepth_ros.engine.runtime import CaptureError, CompileError, DepthRunner
+from zoedepth_ros.engine.transfer import PINNED_PROBE_BYTES
 from zoedepth_ros.model import ZoeDepth, set_precision, tiny_config
-from zoedepth_ros.pipeline import PinnedMemoryError, Settings
-from zoedepth_ros.runtime import CaptureError, CompileError, DepthRunner
-from zoedepth_ros.transfer import PINNED_PROBE_BYTES
 
 CPU = torch.device("cpu")
 H, W = 48, 64

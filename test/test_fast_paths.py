@@ -8,9 +8,9 @@ import pytest
 import torch
 from model_fixtures import tiny_model
 
+from zoedepth_ros.engine.runtime import DepthRunner
 from zoedepth_ros.model import precision_of, set_precision
 from zoedepth_ros.model.backbone import MASK_ALIGNMENT, Attention
-from zoedepth_ros.runtime import DepthRunner
 
 
 def steer(model, logits_bias):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoedepth_ros.cloud import (
+from zoedepth_ros.engine.cloud import (
     FLOAT32,
     POINT_STEP_XYZ,
     POINT_STEP_XYZRGB,
@@ -18,8 +18,8 @@ from zoedepth_ros.cloud import (
     depth_to_points,
     pack_points,
 )
-from zoedepth_ros.colormap import colorize_depth
-from zoedepth_ros.intrinsics import CameraInfoError, Intrinsics, camera_info_fields, fill_camera_info
+from zoedepth_ros.engine.colormap import colorize_depth
+from zoedepth_ros.engine.intrinsics import CameraInfoError, Intrinsics, camera_info_fields, fill_camera_info
 
 NAN = math.nan
 

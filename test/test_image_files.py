@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoedepth_ros import image_files as IF
+from zoedepth_ros.offline import image_files as IF
 
 
 def gradient(h: int = 6, w: int = 8) -> np.ndarray:

@@ -20,10 +20,10 @@ from PIL import Image as PILImage
 from ros_graph import start_node, stop_node, use_domain, wait_until
 from test_node_dds import DOMAIN_ID
 
-from zoedepth_ros.encodings import decode_compressed
 from zoedepth_ros.engine import open_engine
-from zoedepth_ros.intrinsics import Intrinsics
-from zoedepth_ros.pipeline import Settings
+from zoedepth_ros.engine.encodings import decode_compressed
+from zoedepth_ros.engine.intrinsics import Intrinsics
+from zoedepth_ros.engine.pipeline import Settings
 
 try:  # guarded, not a module-level skip: with launch_testing's pytest plugin that would skip the whole run
     import rclpy

@@ -383,7 +383,7 @@ def test_sigint_shuts_down_cleanly(node_process, graph):
 def test_missing_checkpoint_stops_the_node_with_a_fetch_hint(ros_env, tmp_path):
     env = {**os.environ, **ros_env, "ZOEDEPTH_ROS_CACHE": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "zoedepth_ros.node", "--ros-args", "-p", "device:=cpu", "-p", "download:=false"],
+        [sys.executable, "-m", "zoedepth_ros.ros.node", "--ros-args", "-p", "device:=cpu", "-p", "download:=false"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -52,7 +52,7 @@ def managed(tiny_checkpoint, tmp_path, monkeypatch):
     checkpoint = tmp_path / "later" / "tiny_nk.pt"  # does not exist yet: the first configure must fail
     log = tmp_path / "node.log"
     proc = start_python_module(
-        "zoedepth_ros.node",
+        "zoedepth_ros.ros.node",
         ["--managed", *ros_args({"checkpoint": checkpoint, "device": "cpu", "download": False})],
         env,
         log,

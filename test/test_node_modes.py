@@ -69,7 +69,7 @@ def test_cuda_graphs_on_a_cpu_node_stop_it_with_a_reason(tiny_checkpoint):
         [
             sys.executable,
             "-m",
-            "zoedepth_ros.node",
+            "zoedepth_ros.ros.node",
             "--ros-args",
             "-p",
             "device:=cpu",

@@ -36,7 +36,7 @@ def pairing_graph(tiny_checkpoint, tmp_path_factory):
     log = tmp_path_factory.mktemp("node_pairing") / "node.log"
     # reliable input: this test is about pairing, not about frames the middleware may lose (that is counted apart)
     proc = start_python_module(
-        "zoedepth_ros.node",
+        "zoedepth_ros.ros.node",
         ros_args(
             {
                 "checkpoint": tiny_checkpoint("nk"),

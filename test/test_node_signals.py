@@ -33,7 +33,7 @@ def ros(monkeypatch):
 
 def start(env, checkpoint, log, **params):
     return start_python_module(
-        "zoedepth_ros.node", ros_args({"checkpoint": checkpoint, "device": "cpu", **params}), env, log
+        "zoedepth_ros.ros.node", ros_args({"checkpoint": checkpoint, "device": "cpu", **params}), env, log
     )
 
 
@@ -149,7 +149,7 @@ def test_signal_while_downloading_the_weights_exits_0(ros, tmp_path, tiny_checkp
         env = {**ros, "ZOEDEPTH_ROS_CACHE": str(tmp_path / "cache"), "ZOEDEPTH_ROS_BASE_URL": server.url}
         log = tmp_path / "node.log"
         proc = start_python_module(
-            "zoedepth_ros.node", ros_args({"checkpoint": "ZoeD_M12_NK", "device": "cpu"}), env, log
+            "zoedepth_ros.ros.node", ros_args({"checkpoint": "ZoeD_M12_NK", "device": "cpu"}), env, log
         )
         deadline = time.monotonic() + 60
         while "downloading ZoeD_M12_NK" not in log.read_text() and time.monotonic() < deadline:

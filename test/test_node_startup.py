@@ -26,7 +26,7 @@ def run_node(args: list[str], tmp_path) -> subprocess.CompletedProcess:
 
     env = {**os.environ, **isolated_ros_env(DOMAIN), "ZOEDEPTH_ROS_CACHE": str(tmp_path / "cache")}
     return subprocess.run(
-        [sys.executable, "-m", "zoedepth_ros.node", *args],
+        [sys.executable, "-m", "zoedepth_ros.ros.node", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -79,7 +79,7 @@ def fresh_node(tiny_checkpoint, tmp_path, monkeypatch):
     env = use_domain(monkeypatch, DOMAIN)
     log = tmp_path / "node.log"
     proc = start_python_module(
-        "zoedepth_ros.node", ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu"}), env, log
+        "zoedepth_ros.ros.node", ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu"}), env, log
     )
     graph = Graph()
     try:

@@ -41,13 +41,13 @@ def test_an_image_too_large_for_the_transport_is_processed_or_counted(ros, tiny_
     env = {**ros, "FASTDDS_DEFAULT_PROFILES_FILE": small_segment_profile(tmp_path)}
     node_log, camera_log = tmp_path / "node.log", tmp_path / "camera.log"
     node = start_python_module(
-        "zoedepth_ros.node",
+        "zoedepth_ros.ros.node",
         ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "output_scale": 0.1}),
         env,
         node_log,
     )
     camera = start_python_module(
-        "zoedepth_ros.demo_camera", ros_args({"rate": 5.0, "width": 1280, "height": 960}), env, camera_log
+        "zoedepth_ros.ros.demo_camera", ros_args({"rate": 5.0, "width": 1280, "height": 960}), env, camera_log
     )
     graph = Graph()
     try:
@@ -80,7 +80,7 @@ def test_frames_without_valid_depth_are_counted_and_warned(ros, tiny_checkpoint,
 
     log = tmp_path / "node.log"
     node = start_python_module(
-        "zoedepth_ros.node",
+        "zoedepth_ros.ros.node",
         ros_args({"checkpoint": tiny_checkpoint("nk"), "device": "cpu", "min_depth": 999.0, "max_depth": 1000.0}),
         ros,
         log,

@@ -1,10 +1,10 @@
-"""Image / CameraInfo pairing by stamp in either order (zoedepth_ros.pairing), on a hand-driven clock."""
+"""Image / CameraInfo pairing by stamp in either order (zoedepth_ros.ros.pairing), on a hand-driven clock."""
 
 from __future__ import annotations
 
 import random
 
-from zoedepth_ros.pairing import Paired, StampPairer, Unpaired
+from zoedepth_ros.ros.pairing import Paired, StampPairer, Unpaired
 
 MS = 1_000_000  # ns
 WAIT, TOL = 0.5, 0.1

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from zoedepth_ros.cameras import CameraListError, CameraSpec, parse_cameras
-from zoedepth_ros.params import BY_NAME, PARAMS, default_yaml, defaults, validate
+from zoedepth_ros.ros.cameras import CameraListError, CameraSpec, parse_cameras
+from zoedepth_ros.ros.params import BY_NAME, PARAMS, default_yaml, defaults, validate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from model_fixtures import tiny_model
 
-from zoedepth_ros.intrinsics import Intrinsics
-from zoedepth_ros.pipeline import DepthPipeline, Settings
-from zoedepth_ros.runtime import DepthRunner
+from zoedepth_ros.engine.intrinsics import Intrinsics
+from zoedepth_ros.engine.pipeline import DepthPipeline, Settings
+from zoedepth_ros.engine.runtime import DepthRunner
 
 H, W = 48, 64
 INTR = Intrinsics(fx=50.0, fy=52.0, cx=31.5, cy=23.5, width=W, height=H)

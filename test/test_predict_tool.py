@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from zoedepth_ros import depth_files as DF
-from zoedepth_ros.cloud import depth_to_points
 from zoedepth_ros.engine import FrameDropped, open_engine
-from zoedepth_ros.intrinsics import Intrinsics
-from zoedepth_ros.pipeline import Settings
+from zoedepth_ros.engine.cloud import depth_to_points
+from zoedepth_ros.engine.intrinsics import Intrinsics
+from zoedepth_ros.engine.pipeline import Settings
+from zoedepth_ros.offline import depth_files as DF
 from zoedepth_ros.tools import predict
 
 try:
@@ -240,7 +240,7 @@ def test_grey_images_stay_mono8_and_mono16_as_the_node_takes_them(shared_engine,
 def test_too_large_image_and_device_failure_retry(shared_engine, tmp_path: Path, monkeypatch, capsys) -> None:
     Image.fromarray(picture(48, 64)).save(tmp_path / "a.png")
     Image.fromarray(picture(100, 100)).save(tmp_path / "big.png")
-    monkeypatch.setattr("zoedepth_ros.encodings.MAX_PIXELS", 5000)
+    monkeypatch.setattr("zoedepth_ros.engine.encodings.MAX_PIXELS", 5000)
     real = type(shared_engine).submit_batch
     calls = []
 

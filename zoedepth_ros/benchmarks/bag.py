@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bag_job import BagJob, BagOptions
-from ..bag_reader import BagSource
-from ..bag_writer import BagOutput, output_typestore
 from ..engine import Engine
-from ..intrinsics import Intrinsics
+from ..engine.intrinsics import Intrinsics
+from ..engine.pipeline import FrameInput, Settings
 from ..model import ZoeDepth
-from ..offline import Summary
-from ..pipeline import FrameInput, Settings
+from ..offline.bag_job import BagJob, BagOptions
+from ..offline.bag_reader import BagSource
+from ..offline.bag_writer import BagOutput, output_typestore
+from ..offline.common import Summary
 
 DT_NS = 33_333_333  # 30 Hz
 T0_NS = 1_700_000_000 * 10**9

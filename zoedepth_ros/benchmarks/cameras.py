@@ -82,7 +82,7 @@ def camera_main(argv: Sequence[str]) -> int:
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..qos import profile
+    from ..ros.qos import profile
 
     stop = stop_when_stdin_closes()
     context = rclpy.Context()
@@ -150,7 +150,7 @@ class _Sink(Participant):
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
 
-        from ..qos import profile
+        from ..ros.qos import profile
 
         super().__init__("zoedepth_bench_cameras_sink", domain)
         self.samples: dict[str, list[tuple[int, int]]] = {c: [] for c in cameras}
@@ -183,13 +183,16 @@ def _start_nodes(layout: str, n: int, params: dict[str, Any], env: dict[str, str
     if layout == "shared":
         log = work / f"shared{n}.log"
         procs.append(
-            (start_python_module("zoedepth_ros.node", ros_args(params | {"cameras": camera_names(n)}), env, log), log)
+            (
+                start_python_module("zoedepth_ros.ros.node", ros_args(params | {"cameras": camera_names(n)}), env, log),
+                log,
+            )
         )
     else:
         for name in camera_names(n):
             log = work / f"separate{n}_{name}.log"
             args = [*ros_args(params), "-r", f"__ns:=/{name}"]
-            procs.append((start_python_module("zoedepth_ros.node", args, env, log), log))
+            procs.append((start_python_module("zoedepth_ros.ros.node", args, env, log), log))
     return procs
 
 

@@ -2,7 +2,7 @@
 
 Three processes, as in a deployment: a camera (``python -m zoedepth_ros.benchmarks.dds camera``) publishes
 ``image`` + ``camera_info`` on a precise wall-clock schedule, stamped with the wall-clock time of publishing;
-the node runs as ``python -m zoedepth_ros.node``; this process subscribes ``depth/image``, ``points`` and
+the node runs as ``python -m zoedepth_ros.ros.node``; this process subscribes ``depth/image``, ``points`` and
 ``/diagnostics``. Latency is receive time minus header stamp (one host, one clock), so it covers the camera's
 serialization, transport, the node's queueing, inference and publishing, and our deserialization.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..params import BY_NAME, validate
+from ..ros.params import BY_NAME, validate
 from .isolation import (
     applied_env,
     child_main,
@@ -116,7 +116,7 @@ def camera_argv(result: Path, **options: Any) -> list[str]:
 
 
 def _qos_profile(reliability: str, depth: int):
-    from ..qos import profile
+    from ..ros.qos import profile
 
     return profile(reliability, depth)
 
@@ -331,7 +331,7 @@ def run_end_to_end(checkpoint: str, node_params: dict[str, Any], config: EndToEn
 
 def _camera_bytes_per_pixel(config: EndToEndConfig) -> int:
     """The camera's bytes per pixel for ``config.encoding``; ValueError for an encoding it cannot send."""
-    from .. import encodings  # torch, only for the encoding table; the camera child needs neither
+    from ..engine import encodings  # torch, only for the encoding table; the camera child needs neither
 
     info = encodings.encoding_info(config.encoding)
     if info.is_yuv422 and config.width % 2:

@@ -105,7 +105,7 @@ def _image_msg(width: int, height: int) -> Any:
 
 def conversion_cost(width: int, height: int, iters: int) -> dict[str, Any]:
     """``image_array_from_msg`` of an rgb8 Image of this size."""
-    from ..encodings import image_array_from_msg
+    from ..engine.encodings import image_array_from_msg
 
     msg = _image_msg(width, height)
     return {
@@ -137,7 +137,7 @@ def synthetic_depth(width: int, height: int):
 
 
 def _intrinsics(width: int, height: int):
-    from ..intrinsics import Intrinsics
+    from ..engine.intrinsics import Intrinsics
 
     fx, fy, cx, cy = pinhole(width, height)
     return Intrinsics(fx, fy, cx, cy, width, height)
@@ -150,8 +150,8 @@ def cloud_costs(width: int, height: int, iters: int, threads: int = 1) -> dict[s
     """
     import torch
 
-    from ..cloud import depth_to_cloud
-    from ..encodings import array_to_tensor, image_array_from_msg, to_rgb8
+    from ..engine.cloud import depth_to_cloud
+    from ..engine.encodings import array_to_tensor, image_array_from_msg, to_rgb8
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -185,7 +185,7 @@ def cloud_costs(width: int, height: int, iters: int, threads: int = 1) -> dict[s
 
 
 def _depth_frame(width: int, height: int, payloads: dict[str, bytes], kind: str):
-    from ..pipeline import DepthFrame
+    from ..engine.pipeline import DepthFrame
 
     return DepthFrame(
         depth=payloads["depth"],
@@ -213,7 +213,7 @@ def _header():
 
 def _builders(width: int, height: int, payloads: dict[str, bytes]) -> dict[str, Callable[[], Any]]:
     """Zero-argument calls building each of the node's output messages for one frame of this size."""
-    from .. import messages
+    from ..ros import messages
 
     header, template = _header(), pinhole_info(width, height)
     frames = {kind: _depth_frame(width, height, payloads, kind) for kind in CLOUD_KINDS}
@@ -249,8 +249,8 @@ TOPICS = {
 
 def _publisher_qos():
     """The node's default output QoS (reliable, depth 2 unless the parameter table says otherwise)."""
-    from ..params import BY_NAME
-    from ..qos import profile
+    from ..ros.params import BY_NAME
+    from ..ros.qos import profile
 
     return profile(BY_NAME["qos.output_reliability"].default, BY_NAME["qos.output_depth"].default)
 

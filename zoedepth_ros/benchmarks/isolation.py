@@ -106,7 +106,7 @@ def start_python_module(
 
 def start_node(params: Mapping[str, object], env: Mapping[str, str], log: Path) -> subprocess.Popen:
     """The zoedepth node in its own process with the given parameters; its output goes to ``log``."""
-    return start_python_module(f"{PACKAGE}.node", ros_args(params), env, log)
+    return start_python_module(f"{PACKAGE}.ros.node", ros_args(params), env, log)
 
 
 def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> None:

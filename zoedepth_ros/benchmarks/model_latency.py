@@ -1,7 +1,7 @@
 """Model latency per precision and execution mode, each guarded against fp32, plus the image-to-depth paths.
 
 Every fast mode is built from the same fp32 weights, timed on the same input and checked by the accuracy guard
-(``zoedepth_ros.accuracy``) against fp32 eager on the probe images at that size, so a mode's speed is never
+(``zoedepth_ros.engine.accuracy``) against fp32 eager on the probe images at that size, so a mode's speed is never
 reported without its accuracy.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..accuracy import guard, probe_images, reference_results, settled
-from ..encodings import array_to_tensor, to_rgb
+from ..engine.accuracy import guard, probe_images, reference_results, settled
+from ..engine.encodings import array_to_tensor, to_rgb
+from ..engine.runtime import DepthRunner
 from ..model import ZoeDepth, set_precision
-from ..runtime import DepthRunner
 from .stats import summarize
 from .timing import time_callable
 

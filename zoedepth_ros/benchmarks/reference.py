@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..encodings import array_to_tensor, to_rgb
+from ..engine.encodings import array_to_tensor, to_rgb
 from ..model.backbone import LAYER_NORM_EPS
 from ..model.config import ZoeDepthConfig
 from ..model.layouts import official_to_hf

@@ -1,6 +1,6 @@
 """A soak test: the node against a camera for a long time, watching for leaks, creep and unexplained drops.
 
-Three processes, as on a robot: the demo camera (``zoedepth_ros.demo_camera``) at ``rate`` Hz, the node, and
+Three processes, as on a robot: the demo camera (``zoedepth_ros.ros.demo_camera``) at ``rate`` Hz, the node, and
 this process subscribing ``depth/image`` and ``/diagnostics``. Every ``sample_s`` seconds it reads the node's
 resident memory, open file descriptors and threads from /proc. At the end it reports:
 
@@ -107,9 +107,9 @@ def run_soak(cfg: SoakConfig, log=print, workdir: Path | None = None) -> dict[st
     env = isolated_ros_env(default_domain_id())
     params = {"checkpoint": cfg.checkpoint, "device": cfg.device, "publish_points": True, **cfg.node_params}
     node_log, camera_log = workdir / "node.log", workdir / "camera.log"
-    node = start_python_module("zoedepth_ros.node", ros_args(params), env, node_log)
+    node = start_python_module("zoedepth_ros.ros.node", ros_args(params), env, node_log)
     camera = start_python_module(
-        "zoedepth_ros.demo_camera",
+        "zoedepth_ros.ros.demo_camera",
         ros_args({"rate": float(cfg.rate), "width": cfg.width, "height": cfg.height}),
         env,
         camera_log,

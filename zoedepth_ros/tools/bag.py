@@ -19,10 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bag_job import BagJob, BagOptions
-from ..bag_reader import BagError, BagSource, discover
-from ..bag_writer import STORAGES, BagOutput, OutputError, output_typestore
-from ..offline import (
+from ..offline.bag_job import BagJob, BagOptions
+from ..offline.bag_reader import BagError, BagSource, discover
+from ..offline.bag_writer import STORAGES, BagOutput, OutputError, output_typestore
+from ..offline.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     Progress,

@@ -32,9 +32,9 @@ import torch
 
 from ..benchmarks.reference import hf_compatible
 from ..benchmarks.stats import json_safe
-from ..device import resolve_device
+from ..engine.device import resolve_device
+from ..engine.runtime import MODES
 from ..model import PRECISIONS, PRESETS, CheckpointError, ZoeDepth, load, official_state_dict, tiny_config
-from ..runtime import MODES
 from ..weights import WeightsError, resolve_checkpoint
 
 

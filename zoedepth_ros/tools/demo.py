@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from zoedepth_ros.signals import Interrupted, StopSignals
+from zoedepth_ros.ros.signals import Interrupted, StopSignals
 
 PROG = "zoedepth-ros-demo"
 REPORT_EVERY_S = 3.0
@@ -80,7 +80,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def _children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     camera = [
         "-m",
-        "zoedepth_ros.demo_camera",
+        "zoedepth_ros.ros.demo_camera",
         "--ros-args",
         "-p",
         f"rate:={args.rate}",
@@ -91,7 +91,7 @@ def _children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     ]
     node = [
         "-m",
-        "zoedepth_ros.node",
+        "zoedepth_ros.ros.node",
         "--ros-args",
         "-p",
         f"checkpoint:={args.checkpoint}",

@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise EvalError(f"{pair.name}: {exc}") from exc
 
-    from zoedepth_ros.device import resolve_device
+    from zoedepth_ros.engine.device import resolve_device
 
     try:
         device = str(resolve_device(args.device))

@@ -2,8 +2,8 @@
 
 Every image goes through the same engine, settings and masking as the node's frames (``open_engine``,
 ``Engine.submit_batch``), so a depth file holds what ``depth/image`` would carry for that image; images of the same
-size share a forward (``--batch``). The file formats are :mod:`zoedepth_ros.depth_files`'; how files become
-images is :mod:`zoedepth_ros.image_files`'.
+size share a forward (``--batch``). The file formats are :mod:`zoedepth_ros.offline.depth_files`'; how files become
+images is :mod:`zoedepth_ros.offline.image_files`'.
 
 Output names: ``<stem>_depth.png|.npy|.tiff``, ``<stem>_depth_preview.png`` (``--preview``) and
 ``<stem>_points.ply`` (``--ply``); a video's frames are ``<stem>_f<frame index, 6 digits>_depth.png`` and so on.
@@ -28,29 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoedepth_ros.depth_files import (
-    FORMATS,
-    SUFFIXES,
-    Calibration,
-    DepthFileError,
-    load_calibration,
-    write_depth,
-    write_ply,
-    write_preview,
-)
-from zoedepth_ros.encodings import array_to_tensor, to_rgb8
-from zoedepth_ros.image_files import (
-    Decoded,
-    InputError,
-    decode_image,
-    is_video,
-    list_folder,
-    require_opencv,
-    video_frame_count,
-    video_frames,
-)
-from zoedepth_ros.intrinsics import CameraInfoError, Intrinsics
-from zoedepth_ros.offline import (
+from zoedepth_ros.engine.encodings import array_to_tensor, to_rgb8
+from zoedepth_ros.engine.intrinsics import CameraInfoError, Intrinsics
+from zoedepth_ros.engine.pipeline import DepthFrame, FrameError, FrameInput, Settings, batch_key
+from zoedepth_ros.offline.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
@@ -65,7 +46,26 @@ from zoedepth_ros.offline import (
     settings_from_args,
     sigterm_as_interrupt,
 )
-from zoedepth_ros.pipeline import DepthFrame, FrameError, FrameInput, Settings, batch_key
+from zoedepth_ros.offline.depth_files import (
+    FORMATS,
+    SUFFIXES,
+    Calibration,
+    DepthFileError,
+    load_calibration,
+    write_depth,
+    write_ply,
+    write_preview,
+)
+from zoedepth_ros.offline.image_files import (
+    Decoded,
+    InputError,
+    decode_image,
+    is_video,
+    list_folder,
+    require_opencv,
+    video_frame_count,
+    video_frames,
+)
 
 PROG = "zoedepth-ros-predict"
 DEPTH_TAG = "_depth"

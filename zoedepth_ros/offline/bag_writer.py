@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .cloud import cloud_fields
-from .intrinsics import camera_info_fields
-from .message_fields import COLORMAP_ENCODING, DEPTH_ENCODING, cloud_layout, image_fields
-from .pipeline import DepthFrame
+from ..engine.cloud import cloud_fields
+from ..engine.intrinsics import camera_info_fields
+from ..engine.pipeline import DepthFrame
+from ..ros.message_fields import COLORMAP_ENCODING, DEPTH_ENCODING, cloud_layout, image_fields
 
 ROUTING_TYPE = "zoedepth_ros/msg/DepthRouting"
 STORAGES = ("mcap", "sqlite3")

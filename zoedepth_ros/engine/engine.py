@@ -60,9 +60,11 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from ..errors import StartupError
+from ..model import CheckpointError, ZoeDepth, load, precision_of, set_precision
+from ..weights import WeightsError, ensure_checkpoint
 from .accuracy import MAX_MEAN_REL_DIFF, PROBE_SIZE, GuardReport, guard, probe_images, reference_results, settled
 from .device import resolve_device
-from .errors import StartupError
 from .failures import (
     DROPPED_KINDS,
     IMMEDIATE_KINDS,
@@ -74,10 +76,8 @@ from .failures import (
 )
 from .intrinsics import Intrinsics
 from .ladder import Fallback, Rung, plan_ladder
-from .model import CheckpointError, ZoeDepth, load, precision_of, set_precision
 from .pipeline import ROUTING_TO_HEAD, DepthFrame, DepthPipeline, FrameInput, InFlight, PinnedMemoryError, Settings
 from .runtime import DepthRunner
-from .weights import WeightsError, ensure_checkpoint
 
 __all__ = [  # FrameDropped and DROPPED_KINDS are what callers of submit / results catch and count
     "DROPPED_KINDS",

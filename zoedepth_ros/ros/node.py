@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import StartupError
+from ..errors import StartupError
 from .signals import Interrupted, StopSignals
 
 

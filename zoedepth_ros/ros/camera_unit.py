@@ -20,13 +20,13 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import QoSProfile, qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from ..engine import DROPPED_KINDS
+from ..engine.encodings import ImageError, check_size, decode_compressed, image_array_from_msg
+from ..engine.intrinsics import CameraInfoError, Intrinsics
+from ..engine.pipeline import DepthFrame, FrameError, FrameInput, Settings, check_frame
 from . import messages
 from .cameras import CameraSpec
-from .encodings import ImageError, check_size, decode_compressed, image_array_from_msg
-from .engine import DROPPED_KINDS
-from .intrinsics import CameraInfoError, Intrinsics
 from .pairing import Paired, StampPairer, Unpaired
-from .pipeline import DepthFrame, FrameError, FrameInput, Settings, check_frame
 
 if TYPE_CHECKING:
     from rclpy.node import Node

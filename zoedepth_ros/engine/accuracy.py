@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .model import InferenceResult, ZoeDepth
+from ..model import InferenceResult, ZoeDepth
 
 MAX_MEAN_REL_DIFF = 0.01
 PROBE_SIZE = (480, 640)  # height, width: the most common robot camera size

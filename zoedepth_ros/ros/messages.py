@@ -6,10 +6,10 @@ import array
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from .cloud import cloud_fields
-from .intrinsics import fill_camera_info
+from ..engine.cloud import cloud_fields
+from ..engine.intrinsics import fill_camera_info
+from ..engine.pipeline import DepthFrame
 from .message_fields import COLORMAP_ENCODING, DEPTH_ENCODING, cloud_layout, image_fields
-from .pipeline import DepthFrame
 
 
 def _with_data(msg, data: bytes | array.array):
@@ -41,7 +41,7 @@ def point_cloud(frame: DepthFrame, header, color: bool) -> PointCloud2:
 
 
 def routing_type() -> type:
-    from .msg import DepthRouting  # generated at build time (colcon, or scripts/build_interfaces.sh)
+    from ..msg import DepthRouting  # generated at build time (colcon, or scripts/build_interfaces.sh)
 
     return DepthRouting
 

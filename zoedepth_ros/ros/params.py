@@ -231,7 +231,7 @@ def default_yaml(node_name: str = "/**") -> str:
     runs in a namespace, so a user's edits would silently do nothing under ``namespace:=/cam0``.
     """
     lines = [
-        "# zoedepth_ros node parameters (generated from zoedepth_ros/params.py; keep them equal).",
+        "# zoedepth_ros node parameters (generated from zoedepth_ros/ros/params.py; keep them equal).",
         "# Parameters marked [runtime] can be changed while the node runs (ros2 param set).",
         "# '/**' applies to the node under any namespace and name; to configure one node of several, key it by",
         "# its full name instead, e.g. '/cam0/zoedepth:'.",

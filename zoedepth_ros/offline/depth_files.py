@@ -8,9 +8,9 @@ Formats (depth is float32 metres, (H, W), NaN where invalid, as in ``DepthFrame.
   scenes can reach it with max_depth 80): those pixels are counted, so the caller can say how many were lost.
   Read back, 0 is NaN and everything else is within 0.5 mm of what was written.
 - ``npy`` (numpy) and ``tiff`` (Pillow mode "F", deflate-compressed): float32 metres, bit-exact, NaN kept.
-- a preview PNG: the node's turbo ``depth/colormap`` (:func:`zoedepth_ros.colormap.colorize_depth`).
+- a preview PNG: the node's turbo ``depth/colormap`` (:func:`zoedepth_ros.engine.colormap.colorize_depth`).
 - a PLY point cloud: binary little-endian x y z float32 (+ r g b uchar), the node's points
-  (:func:`zoedepth_ros.cloud.depth_to_points`, so P-based and bit-identical), invalid points left out.
+  (:func:`zoedepth_ros.engine.cloud.depth_to_points`, so P-based and bit-identical), invalid points left out.
 
 Every writer writes a temporary file beside the target and renames it, so an interrupted run leaves either the
 old file or the new one, never half of one.
@@ -35,9 +35,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from .cloud import depth_to_points
-from .colormap import colorize_depth
-from .intrinsics import CameraInfoError, Intrinsics
+from ..engine.cloud import depth_to_points
+from ..engine.colormap import colorize_depth
+from ..engine.intrinsics import CameraInfoError, Intrinsics
 
 MM_PER_M = 1000.0
 PNG16_MAX_MM = 65535

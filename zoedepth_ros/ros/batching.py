@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .pipeline import FrameError
+from ..engine.pipeline import FrameError
 
 F = TypeVar("F")
 J = TypeVar("J")

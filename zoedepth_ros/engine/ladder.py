@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import PRECISIONS
+from ..model import PRECISIONS
 from .runtime import MODES
 
 

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model import InferenceResult, ZoeDepth
 from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB, depth_to_cloud
 from .colormap import colorize_depth
 from .encodings import ImageError, check_size, encoding_info, to_rgb, to_rgb8
 from .intrinsics import CameraInfoError, Intrinsics
-from .model import InferenceResult, ZoeDepth
 from .runtime import DepthRunner
 from .transfer import HostBuffers, PinnedMemoryError, Transfers, host_payload, pinned_empty
 

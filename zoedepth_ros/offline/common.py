@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from .params import BY_NAME
-from .pipeline import Settings
+from ..engine.pipeline import Settings
+from ..ros.params import BY_NAME
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..engine import Engine
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -263,8 +263,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def engine_from_args(args: argparse.Namespace, prog: str, *, info=None, warn=None) -> Engine:
     """``open_engine`` with the options of ``add_engine_arguments``; a StartupError is ``fail(prog, ...)``: one
     line on stderr and exit status 2 (a missing or corrupt checkpoint, a device that is not there)."""
-    from .engine import open_engine
-    from .errors import StartupError
+    from ..engine import open_engine
+    from ..errors import StartupError
 
     def say(line: str) -> None:
         print(f"{prog}: {line}", file=sys.stderr, flush=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB
+from ..engine.cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB
 
 if TYPE_CHECKING:
-    from .pipeline import DepthFrame
+    from ..engine.pipeline import DepthFrame
 
 DEPTH_ENCODING = "32FC1"  # metres
 COLORMAP_ENCODING = "rgb8"

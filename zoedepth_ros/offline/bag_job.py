@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import Engine, FrameDropped
+from ..engine.encodings import ImageError, decode_compressed, image_array_from_msg
+from ..engine.intrinsics import CameraInfoError, Intrinsics
+from ..engine.pipeline import FrameError, FrameInput, Settings, batch_key, check_frame
 from .bag_reader import BagError, BagSource, Camera, ExactPairer, Paired, discover
 from .bag_writer import BagOutput, Messages
-from .encodings import ImageError, decode_compressed, image_array_from_msg
-from .engine import Engine, FrameDropped
-from .intrinsics import CameraInfoError, Intrinsics
-from .offline import Progress, Summary
-from .pipeline import FrameError, FrameInput, Settings, batch_key, check_frame
+from .common import Progress, Summary
 
 INFO_LEAD_S = 1.0  # with --start: CameraInfos logged this much earlier are read too, for the first images
 OUTPUT_NAMES = ("depth/image", "depth/camera_info", "points", "depth/colormap", "routing")

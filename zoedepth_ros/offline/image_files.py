@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .encodings import ImageError, check_size
+from ..engine.encodings import ImageError, check_size
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 OPENCV_HINT = "pip install opencv-python-headless"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import InferenceResult, ZoeDepth, precision_of
+from ..model import InferenceResult, ZoeDepth, precision_of
 
 MODES = ("eager", "cuda_graph", "compile")
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuDNN / cuBLAS pick their kernels)

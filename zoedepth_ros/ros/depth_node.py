@@ -26,16 +26,16 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
+from ..engine import Engine, FrameDropped, open_engine
+from ..engine.encodings import ImageError
+from ..engine.intrinsics import CameraInfoError
+from ..engine.pipeline import InFlight, Settings, batch_key
+from ..errors import StartupError
 from . import qos
 from .batching import Waiting, submit_good, warmup_plan
 from .camera_unit import DIAGNOSTIC_NAME, CameraUnit, PendingFrame
 from .cameras import CameraSpec, parse_cameras
-from .encodings import ImageError
-from .engine import Engine, FrameDropped, open_engine
-from .errors import StartupError
-from .intrinsics import CameraInfoError
 from .params import BY_NAME, PARAMS, camera_list, validate
-from .pipeline import InFlight, Settings, batch_key
 from .signals import StopSignals
 from .worker import FrameWorker
 

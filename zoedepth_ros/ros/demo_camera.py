@@ -5,7 +5,7 @@ It publishes a generated indoor scene (floor, walls, ceiling, boxes, a bouncing 
 both with the same header stamp and frame_id, at ``rate`` Hz. Usage::
 
     ros2 run zoedepth_ros zoedepth_demo_camera --ros-args -p rate:=10.0
-    python -m zoedepth_ros.demo_camera --ros-args -p width:=320 -p height:=240
+    python -m zoedepth_ros.ros.demo_camera --ros-args -p width:=320 -p height:=240
 
 The scene is ray-cast once (with numpy) into a panorama slightly wider than the frame, together with its
 depth, so a frame is a crop of it (the pan) plus a small ray-cast ball composited by depth: about a
