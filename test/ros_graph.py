@@ -7,6 +7,9 @@ on the graph, moving this process onto a test domain) is defined here.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +21,18 @@ from zoedepth_ros.benchmarks.isolation import isolated_ros_env, start_node, stop
 __all__ = ["REPO", "isolated_ros_env", "module_env", "start_node", "stop_node", "use_domain", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_module(module: str, args: list[str], domain: int, **env: str) -> subprocess.CompletedProcess:
+    """``python -m module args`` to its end, on a private ROS domain (plus ``env``), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env={**os.environ, **isolated_ros_env(domain), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, spin: Callable[[float], None], what: str) -> None:

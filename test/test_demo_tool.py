@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -17,17 +16,9 @@ pytestmark = pytest.mark.skipif(rclpy is None, reason="ROS 2 (rclpy) is needed f
 
 
 def run_demo(args: list[str]) -> subprocess.CompletedProcess:
-    from ros_graph import REPO, isolated_ros_env
+    from ros_graph import run_module
 
-    env = {**os.environ, **isolated_ros_env(30 + os.getpid() % 10)}
-    return subprocess.run(
-        [sys.executable, "-m", "zoedepth_ros.tools.demo", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("zoedepth_ros.tools.demo", args, 30 + os.getpid() % 10)
 
 
 def test_demo_shows_depth_and_a_cloud_flowing(tiny_checkpoint):

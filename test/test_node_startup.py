@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
@@ -22,17 +20,9 @@ DOMAIN = (DOMAIN_ID + 6) if rclpy is not None else 0
 
 
 def run_node(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    from ros_graph import REPO, isolated_ros_env
+    from ros_graph import run_module
 
-    env = {**os.environ, **isolated_ros_env(DOMAIN), "ZOEDEPTH_ROS_CACHE": str(tmp_path / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "zoedepth_ros.ros.node", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("zoedepth_ros.ros.node", args, DOMAIN, ZOEDEPTH_ROS_CACHE=str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize(

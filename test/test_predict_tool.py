@@ -280,45 +280,39 @@ def test_device_failure_while_waiting_is_retried_once(shared_engine, tmp_path: P
         assert status == 2 and summary["skipped"] == {"device_failure": 1}
 
 
-def test_ctrl_c_leaves_only_complete_files_and_exits_130(shared_engine, tmp_path: Path, monkeypatch) -> None:
+def stopped_while_writing_the_second(tmp_path: Path, monkeypatch, stop) -> None:
+    """Two images, ``stop()`` called as the second depth file is about to be written: exit 130, one whole file."""
     for i in range(2):
         Image.fromarray(picture(48, 64, i)).save(tmp_path / f"{i}.png")
     real, written = predict.write_depth, []
 
-    def interrupt_second(path, depth, fmt):
+    def stop_at_second(path, depth, fmt):
         if written:
-            raise KeyboardInterrupt
+            stop()
         written.append(path)
         return real(path, depth, fmt)
 
-    monkeypatch.setattr(predict, "write_depth", interrupt_second)
+    monkeypatch.setattr(predict, "write_depth", stop_at_second)
     status, summary = run([str(tmp_path), "--batch", "1"], tmp_path)
     assert status == 130 and summary["exit_status"] == 130 and summary["frames_out"] == 1
     assert sorted(p.name for p in tmp_path.glob("*_depth*")) == ["0_depth.png"]
     assert not list(tmp_path.glob(".*"))
 
 
+def test_ctrl_c_leaves_only_complete_files_and_exits_130(shared_engine, tmp_path: Path, monkeypatch) -> None:
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    stopped_while_writing_the_second(tmp_path, monkeypatch, ctrl_c)
+
+
 def test_sigterm_stops_like_ctrl_c(shared_engine, tmp_path: Path, monkeypatch) -> None:
-    """A scheduler's SIGTERM (delivered to this process while the second file is written) exits 130, files whole."""
-    for i in range(2):
-        Image.fromarray(picture(48, 64, i)).save(tmp_path / f"{i}.png")
-    real, written = predict.write_depth, []
-
-    def terminate_second(path, depth, fmt):
-        if written:
-            os.kill(os.getpid(), signal.SIGTERM)  # the handler main installed turns it into an interrupt
-        written.append(path)
-        return real(path, depth, fmt)
-
-    monkeypatch.setattr(predict, "write_depth", terminate_second)
+    """A scheduler's SIGTERM, delivered to this process: the handler main installed makes it an interrupt."""
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        status, summary = run([str(tmp_path), "--batch", "1"], tmp_path)
+        stopped_while_writing_the_second(tmp_path, monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert status == 130 and summary["exit_status"] == 130 and summary["frames_out"] == 1
-    assert sorted(p.name for p in tmp_path.glob("*_depth*")) == ["0_depth.png"]
-    assert not list(tmp_path.glob(".*"))
 
 
 @pytest.mark.skipif(cv2 is None, reason="opencv-python-headless is not installed (pip install opencv-python-headless)")

@@ -76,7 +76,16 @@ from .failures import (
 )
 from .intrinsics import Intrinsics
 from .ladder import Fallback, Rung, plan_ladder
-from .pipeline import ROUTING_TO_HEAD, DepthFrame, DepthPipeline, FrameInput, InFlight, PinnedMemoryError, Settings
+from .pipeline import (
+    PER_IMAGE,
+    ROUTING_TO_HEAD,
+    DepthFrame,
+    DepthPipeline,
+    FrameInput,
+    InFlight,
+    PinnedMemoryError,
+    Settings,
+)
 from .runtime import DepthRunner
 
 __all__ = [  # FrameDropped and DROPPED_KINDS are what callers of submit / results catch and count
@@ -470,10 +479,8 @@ class Engine:
 
     def result(self, inflight: InFlight) -> DepthFrame:
         """The one frame of a batch of one (``results`` for a batch)."""
-        frames = self.results(inflight)
-        if len(frames) != 1:
-            raise ValueError(f"result() is for a batch of one; this batch has {len(frames)} frames: use results()")
-        return frames[0]
+        self.results(inflight)  # device failures become FrameDropped here
+        return inflight.result()
 
     def run(self, raw: np.ndarray, encoding: str, intrinsics: Intrinsics, settings: Settings) -> DepthFrame:
         """Submit one frame and wait (tools, tests)."""
@@ -599,7 +606,7 @@ class Engine:
                     flip_aug=settings.flip_aug,
                     head=key[-1],
                     batch=batch,
-                    per_image=True,
+                    per_image=PER_IMAGE,  # as the pipeline runs it: the same graph
                 )
             except Exception as e:
                 kind = classify(e)

@@ -31,6 +31,7 @@ from .transfer import HostBuffers, PinnedMemoryError, Transfers, host_payload, p
 
 __all__ = [
     "HEAD_TO_DOMAIN",
+    "PER_IMAGE",
     "ROUTING_TO_HEAD",
     "DepthFrame",
     "DepthPipeline",
@@ -46,6 +47,7 @@ __all__ = [
 
 ROUTING_TO_HEAD = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}  # the ROS parameter -> the model's head
 HEAD_TO_DOMAIN = {"nyu": "indoor", "kitti": "outdoor"}
+PER_IMAGE = True  # the frames of a batch come from independent cameras: each image is routed on its own
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,7 @@ class DepthPipeline:
             pad_input=first.pad_input,
             flip_aug=first.flip_aug,
             head=ROUTING_TO_HEAD[first.routing],
-            per_image=True,
+            per_image=PER_IMAGE,
         )
         t2 = time.perf_counter()
         device_out = self._routing_tensors(result)

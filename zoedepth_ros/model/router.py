@@ -45,7 +45,7 @@ class PatchTransformerEncoder(nn.Module):
         return self.transformer_encoder(tokens)[:, 0]
 
 
-def domain_classifier(dim: int, device=None, dtype=None) -> nn.Sequential:
+def head_classifier(dim: int, device=None, dtype=None) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(dim, dim, device=device, dtype=dtype),
         nn.ReLU(),

@@ -15,7 +15,7 @@ from .config import ZoeDepthConfig
 from .decoder import DPTDepth, DPTFeatures
 from .metric_bins import AttractorLayer, ConditionalLogBinomial, Projector, SeedBinRegressor, resize_to
 from .processing import net_input_size, pad_reflect, prepare_input, restore_size
-from .router import HEADS, PatchTransformerEncoder, batch_head, canonical_head, domain_classifier, image_heads
+from .router import HEADS, PatchTransformerEncoder, batch_head, canonical_head, head_classifier, image_heads
 
 
 class MidasCore(nn.Module):
@@ -103,7 +103,7 @@ class ZoeDepth(nn.Module):
         multi = config.router is not None
         if multi:
             self.patch_transformer = PatchTransformerEncoder(d.features, config.router, **kw)
-            self.mlp_classifier = domain_classifier(config.router.embed_dim, **kw)
+            self.mlp_classifier = head_classifier(config.router.embed_dim, **kw)
             self.seed_bin_regressors = nn.ModuleDict({h.name: seed(h) for h in m.heads})
         else:
             self.seed_bin_regressor = seed(m.heads[0])
@@ -188,8 +188,7 @@ class ZoeDepth(nn.Module):
                 if route_on_device:
                     names = HEADS
                 else:
-                    chosen = sorted(set(index.tolist()))  # one host sync per batch
-                    names = tuple(HEADS[i] for i in chosen) if len(chosen) > 1 else (HEADS[chosen[0]],)
+                    names = tuple(HEADS[i] for i in sorted(set(index.tolist())))  # one host sync per batch
         shared = self._shared_embeddings(feats, bottleneck)
         depths = [self._metric_head(name, feats, bottleneck, shared) for name in names]
         if len(depths) == 1:
