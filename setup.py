@@ -1,10 +1,21 @@
 """zoedepth_ros: an ament_python ROS 2 package that is also a plain pip-installable project."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "zoedepth_ros"
+# The oldest torch the package supports (README "Jetson": what NVIDIA's JetPack 6 wheels provide); a range, not a
+# pin, so that pip keeps a Jetson's torch. The installer pins the exact build (scripts/setup.sh, README).
+TORCH = "torch>=2.3"
+
+
+def requirements() -> list[str]:
+    """requirements.txt, the one list of run-time requirements for pip and for a ROS 2 distro install."""
+    lines = (Path(__file__).parent / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
 
 setup(
     name=PACKAGE,
@@ -12,15 +23,14 @@ setup(
     description="ZoeDepth metric monocular depth for ROS 2, in plain torch",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     python_requires=">=3.10",
-    # torch is pinned by the installer (scripts/setup.sh): an unpinned torch here would pull CUDA wheels.
-    # PyYAML: camera_calibration files (zoedepth-ros-predict --camera-info); rosbags: zoedepth-ros-bag.
-    install_requires=["torch>=2.1", "numpy", "safetensors", "tqdm", "Pillow", "PyYAML", "rosbags>=0.11.9"],
+    install_requires=[TORCH, *requirements()],
     extras_require={
         # pytest < 8.4: launch_pytest / launch_testing break with 8.4 (ros2/launch#947); pytest-timeout fails
         # a hung ROS test instead of letting it block CI.
         # opencv-python-headless: zoedepth-ros-predict's video input (pip install zoedepth_ros[video]).
         "video": ["opencv-python-headless"],
-        "test": ["pytest<8.4", "pytest-timeout", "ruff", "transformers==4.57.6", "opencv-python-headless"],
+        # vermin: the Python 3.10 check (Humble's Ubuntu 22.04) in test_lint.
+        "test": ["pytest<8.4", "pytest-timeout", "ruff", "vermin", "transformers==4.57.6", "opencv-python-headless"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -13,10 +13,11 @@ NPINC=$("$PY" -c "import numpy; print(numpy.get_include())")
   -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$PYINC#g" \
   -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$NPINC#g"
 export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV"
+BUILD="build/interfaces-$(basename "$VENV")"
 mkdir -p build
-cmake -S . -B build/interfaces -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
+cmake -S . -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
   -DZOEDEPTH_ROS_INSTALL_PYTHON=OFF -DPYTHON_INSTALL_DIR=lib/zoedepth_ros_generated \
-  -DPython3_EXECUTABLE="$PY" > build/interfaces.log 2>&1 || { cat build/interfaces.log; exit 1; }
-cmake --build build/interfaces -j2 >> build/interfaces.log 2>&1 || { tail -50 build/interfaces.log; exit 1; }
-cmake --install build/interfaces >> build/interfaces.log 2>&1 || { tail -50 build/interfaces.log; exit 1; }
+  -DPython3_EXECUTABLE="$PY" > "$BUILD.log" 2>&1 || { cat "$BUILD.log"; exit 1; }
+cmake --build "$BUILD" -j2 >> "$BUILD.log" 2>&1 || { tail -50 "$BUILD.log"; exit 1; }
+cmake --install "$BUILD" >> "$BUILD.log" 2>&1 || { tail -50 "$BUILD.log"; exit 1; }
 echo "interfaces installed into $VENV"

@@ -19,6 +19,9 @@ import pytest
 import torch
 from model_fixtures import randomize_
 from PIL import Image as PILImage
+from rosbags.highlevel import AnyReader  # a hard requirement (requirements.txt): no skip without it
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
 import zoedepth_ros.engine as engine_module  # the package: the tools import open_engine from it
 from zoedepth_ros.engine import Engine
@@ -28,11 +31,6 @@ from zoedepth_ros.model import ZoeDepth, tiny_config
 from zoedepth_ros.offline.bag_reader import BagError, ExactPairer, Paired, Unpaired, discover
 from zoedepth_ros.offline.bag_writer import BagOutput
 from zoedepth_ros.tools import bag as bag_tool
-
-rosbags = pytest.importorskip("rosbags")
-from rosbags.highlevel import AnyReader  # noqa: E402
-from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
-from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
 TS = get_typestore(Stores.ROS2_KILTED)
 T = TS.types

@@ -34,6 +34,10 @@ def test_profile_resolves_to_the_source_tree_config_and_is_optional(monkeypatch)
     assert isolation.fastdds_profile() == repo / "config" / "fastdds_large_shm.xml"
     env = isolation.isolated_ros_env(123)
     assert env["ROS_DOMAIN_ID"] == "123" and env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    monkeypatch.setenv("ROS_DISTRO", "humble")  # Humble reads the older variable
+    humble = isolation.isolated_ros_env(123)
+    assert humble["ROS_LOCALHOST_ONLY"] == "1" and "ROS_AUTOMATIC_DISCOVERY_RANGE" not in humble
+    monkeypatch.delenv("ROS_DISTRO")
     assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text().count("<segment_size>50331648<") == 1
     monkeypatch.setattr(isolation, "fastdds_profile", lambda: None)
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in isolation.isolated_ros_env(123)

@@ -29,18 +29,21 @@ try:  # guarded, not a module-level skip: with launch_testing's pytest plugin th
     from launch_pytest.actions import ReadyToTest
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter, parameter_value_to_python
-    from rclpy.parameter_client import AsyncParameterClient
     from rclpy.qos import QoSProfile, QoSReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from sensor_msgs_py import point_cloud2
 
     from launch import LaunchDescription
-except ImportError:
+    from zoedepth_ros.ros.compat import parameter_client
+except ImportError as e:
     launch_pytest = None
+    IMPORT_ERROR = f"{type(e).__name__}: {e}"
+else:
+    IMPORT_ERROR = ""
 
 TOOLS_REASON = (
     "the ROS 2 launch tools are not installed (launch_pytest, launch_ros, sensor_msgs_py: "
-    "../shared/ros_tools/install.sh .venv, or a ROS 2 distro)"
+    f"../shared/ros_tools/install.sh .venv, or a ROS 2 distro): {IMPORT_ERROR}"
 )
 needs_tools = pytest.mark.skipif(launch_pytest is None, reason=TOOLS_REASON)
 launch_fixture = launch_pytest.fixture if launch_pytest is not None else pytest.fixture
@@ -127,7 +130,7 @@ class Camera:
             ("points", PointCloud2, "points"),
         ):
             self.node.create_subscription(kind, topic, lambda m, k=key: self.received[k].append(m), reliable)
-        self.params = AsyncParameterClient(self.node, f"{ns.rstrip('/')}/{node_name}")
+        self.params = parameter_client(self.node, f"{ns.rstrip('/')}/{node_name}")
 
     def spin(self, seconds: float) -> None:
         self.executor.spin_once(timeout_sec=seconds)

@@ -22,18 +22,22 @@ try:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
     from rclpy.qos import QoSProfile, QoSReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-except ImportError:
+
+    from zoedepth_ros.ros.compat import parameter_client
+except ImportError as e:
     rclpy = None
+    IMPORT_ERROR = f"{type(e).__name__}: {e}"
+else:
+    IMPORT_ERROR = ""
 try:
     from zoedepth_ros.msg import DepthRouting
 except ImportError:  # the interface is built by scripts/setup.sh
     DepthRouting = None
 
 pytestmark = [
-    pytest.mark.skipif(rclpy is None, reason="ROS 2 (rclpy) is needed for the node tests"),
+    pytest.mark.skipif(rclpy is None, reason=f"ROS 2 (rclpy) is needed for the node tests: {IMPORT_ERROR}"),
     pytest.mark.skipif(
         rclpy is not None and DepthRouting is None,
         reason="zoedepth_ros.msg is not built (run scripts/build_interfaces.sh)",
@@ -101,7 +105,7 @@ class Graph:
             ("diag", DiagnosticArray, "/diagnostics"),
         ]:
             self.node.create_subscription(kind, topic, lambda m, k=key: self.received[k].append(m), reliable)
-        self.params = AsyncParameterClient(self.node, node_name)
+        self.params = parameter_client(self.node, node_name)
 
     def spin(self, seconds: float) -> None:
         self.executor.spin_once(timeout_sec=seconds)

@@ -489,6 +489,9 @@ class Participant:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
+        from ..ros.compat import publisher_count
+
+        self._publisher_count = publisher_count
         self._rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context, domain_id=domain)
@@ -499,7 +502,7 @@ class Participant:
 
     def matched(self) -> bool:
         """True once the publishers for all the subscriptions in ``subs`` are discovered."""
-        return all(s.get_publisher_count() > 0 for s in self.subs)
+        return all(self._publisher_count(self.node, s) > 0 for s in self.subs)
 
     def close(self) -> None:
         self.executor.shutdown()

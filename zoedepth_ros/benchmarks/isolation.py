@@ -54,11 +54,9 @@ def default_domain_id() -> int:
 
 def isolated_ros_env(domain_id: int) -> dict[str, str]:
     """Localhost-only discovery, a private domain id and the large shared-memory Fast DDS profile."""
-    env = {
-        "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
-    }
+    from ..ros.compat import localhost_only_env
+
+    env = {"ROS_DOMAIN_ID": str(domain_id), **localhost_only_env(), "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
     profile = fastdds_profile()
     if profile is not None:
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)

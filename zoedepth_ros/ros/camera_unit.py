@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import QoSProfile, qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -26,6 +25,7 @@ from ..engine.intrinsics import CameraInfoError, Intrinsics
 from ..engine.pipeline import DepthFrame, FrameError, FrameInput, Settings, check_frame
 from . import messages
 from .cameras import CameraSpec
+from .compat import SubscriptionEventCallbacks
 from .pairing import Paired, StampPairer, Unpaired
 
 if TYPE_CHECKING:
