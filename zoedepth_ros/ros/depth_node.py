@@ -121,7 +121,7 @@ class ZoeDepthNode(LifecycleNode):
             n for n in overrides if n not in BY_NAME and n not in ROS_OWN_PARAMS and not n.startswith("qos_overrides.")
         )
         if unknown:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"ignoring unknown parameters: {', '.join(unknown)} (see config/zoedepth.yaml for the known ones)"
             )
         for p in PARAMS:
@@ -254,7 +254,7 @@ class ZoeDepthNode(LifecycleNode):
             unit.replaced_before += worker.replaced(unit.name)
         finished = worker.stop(timeout)
         if not finished:
-            self.get_logger().warn(f"a frame was still in the model after {timeout:g} s; not waiting for it")
+            self.get_logger().warning(f"a frame was still in the model after {timeout:g} s; not waiting for it")
         return finished
 
     def _release(self) -> None:
@@ -282,7 +282,7 @@ class ZoeDepthNode(LifecycleNode):
         now = time.monotonic()
         if now - self._last_log.get(key, -1e9) >= LOG_THROTTLE_S:
             self._last_log[key] = now
-            self.get_logger().warn(message)
+            self.get_logger().warning(message)
 
     def _expire_pairs(self) -> None:
         now = time.monotonic()
