@@ -31,6 +31,8 @@ setup(
         "video": ["opencv-python-headless"],
         # vermin: the Python 3.10 check (Humble's Ubuntu 22.04) in test_lint.
         "test": ["pytest<8.4", "pytest-timeout", "ruff", "vermin", "transformers==4.57.6", "opencv-python-headless"],
+        # the second distro leg of scripts/test.sh: the ROS tests only, no reference models
+        "test-ros": ["pytest<8.4", "pytest-timeout"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -3,6 +3,7 @@ cache and the local checkpoint server."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,3 +59,27 @@ def pytest_configure(config: pytest.Config) -> None:
     tests still collect (and skip with their reason) without unknown-mark warnings."""
     config.addinivalue_line("markers", "timeout(seconds): fail the test after that long (pytest-timeout)")
     config.addinivalue_line("markers", "launch(fixture): a launch_pytest test (the ROS 2 launch tools)")
+    config.addinivalue_line(
+        "markers",
+        "ros: needs ROS 2 (rclpy, the launch tools or rosbags); set by the module's imports, so that the second "
+        "distro leg of scripts/test.sh can run just these (-m ros)",
+    )
+
+
+ROS_IMPORT = re.compile(
+    r"^\s*(?:from|import)\s+(?:rclpy|launch|launch_ros|launch_pytest|launch_testing|sensor_msgs|diagnostic_msgs|"
+    r"rcl_interfaces|lifecycle_msgs|std_msgs|rosbags|ros_graph|test_launch|test_node_dds|zoedepth_ros\.ros\b|"
+    r"zoedepth_ros\.msg|zoedepth_ros\.offline\.bag|zoedepth_ros\.tools\.(?:bag|demo)\b)",
+    re.M,
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of every module that imports ROS (or the node's modules) with ``ros``."""
+    seen: dict[Path, bool] = {}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path not in seen:
+            seen[path] = bool(ROS_IMPORT.search(path.read_text(errors="replace")))
+        if seen[path]:
+            item.add_marker(pytest.mark.ros)
