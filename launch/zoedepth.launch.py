@@ -28,7 +28,12 @@ different model settings (checkpoint, routing, pad/flip) are two includes with d
 each with its own params_file.
 
 - `demo:=true` also runs `zoedepth_demo_camera` in the same namespace (one per camera in its namespace with
-  `cameras:=`), publishing to the node's inputs with frame_id = `fixed_frame`.
+  `cameras:=`), publishing to the node's inputs with frame_id = `fixed_frame`. The demo's processes (cameras,
+  node, rviz2) then load the shipped Fast DDS large-data profile config/fastdds_large_shm.xml (through the
+  variable the distro's Fast DDS reads: FASTRTPS_DEFAULT_PROFILES_FILE on Humble and Jazzy,
+  FASTDDS_DEFAULT_PROFILES_FILE from Kilted on), so its 640x480 images are not lost; not when you set
+  FASTDDS_DEFAULT_PROFILES_FILE, FASTRTPS_DEFAULT_PROFILES_FILE, FASTDDS_BUILTIN_TRANSPORTS or another
+  RMW_IMPLEMENTATION yourself, nor when /dev/shm is too small for it (the log says which).
 - `lifecycle:=true` runs `zoedepth_node --managed`, a lifecycle node that starts unconfigured (configure loads the
   model, activate starts its subscriptions and publishers). With `autostart:=true` (the default) this launch
   file drives configure and then activate through the node's lifecycle services; `autostart:=false` leaves it
@@ -46,7 +51,7 @@ from pathlib import Path
 
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessStart, OnShutdown
 from launch.events import matches_action
 from launch.launch_context import LaunchContext
@@ -61,6 +66,7 @@ from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
 from zoedepth_ros.ros.cameras import CameraListError, CameraSpec, parse_cameras
+from zoedepth_ros.ros.fastdds import demo_env
 
 PACKAGE = "zoedepth_ros"
 DEFAULT_IMAGE, DEFAULT_CAMERA_INFO = "/camera/image_raw", "/camera/camera_info"
@@ -187,6 +193,12 @@ def launch_setup(context: LaunchContext) -> list:
         )
     if demo and any(s.transport == "compressed" for s in specs):
         raise ValueError("demo:=true publishes raw images; a camera with :compressed would receive none")
+    actions: list = []
+    extra_env: dict[str, str] | None = None
+    if demo:  # the node, the demo cameras and rviz2 must agree; a real camera's processes are the user's to set
+        processes = 1 + max(1, len(specs)) + int(rviz)
+        extra_env, note = demo_env(getattr(context, "environment", os.environ), processes)
+        actions.append(LogInfo(msg=f"demo:=true: {note}"))
     image = cfg["image"] or ("image" if demo else DEFAULT_IMAGE)
     camera_info = cfg["camera_info"] or ("camera_info" if demo else DEFAULT_CAMERA_INFO)
     remappings = [("image", image), ("camera_info", camera_info)] if not specs else []
@@ -205,8 +217,8 @@ def launch_setup(context: LaunchContext) -> list:
         remappings=remappings,
         output="screen",
         emulate_tty=True,
+        additional_env=extra_env,
     )
-    actions: list = []
     if lifecycle:
         node = LifecycleNode(arguments=["--managed"], **node_kw)
         if autostart:
@@ -243,6 +255,7 @@ def launch_setup(context: LaunchContext) -> list:
                     parameters=[{"frame_id": fixed_frame}],
                     remappings=remappings,
                     output="screen",
+                    additional_env=extra_env,
                 )
             )
     if rviz:
@@ -250,7 +263,14 @@ def launch_setup(context: LaunchContext) -> list:
         first = specs[0].name if specs else ""
         path = rviz_config(template, full_namespace(context, camera_namespace(namespace, first)), fixed_frame)
         actions += [
-            Node(package="rviz2", executable="rviz2", namespace=namespace, arguments=["-d", path], output="screen"),
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                namespace=namespace,
+                arguments=["-d", path],
+                output="screen",
+                additional_env=extra_env,
+            ),
             RegisterEventHandler(OnShutdown(on_shutdown=[OpaqueFunction(function=lambda _: remove_file(path))])),
         ]
     return actions

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from zoedepth_ros.benchmarks import dds, isolation
+from zoedepth_ros.ros import fastdds
 
 
 def child_pids() -> set[int]:
@@ -38,9 +39,10 @@ def test_profile_resolves_to_the_source_tree_config_and_is_optional(monkeypatch)
     humble = isolation.isolated_ros_env(123)
     assert humble["ROS_LOCALHOST_ONLY"] == "1" and "ROS_AUTOMATIC_DISCOVERY_RANGE" not in humble
     monkeypatch.delenv("ROS_DISTRO")
-    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text().count("<segment_size>50331648<") == 1
+    names = fastdds.profile_env_names(fastdds.ros_distro())  # FASTRTPS_ on Fast DDS 2.x (Jazzy), FASTDDS_ on 3.x
+    assert all(Path(env[name]).read_text().count("<segment_size>50331648<") == 1 for name in names)
     monkeypatch.setattr(isolation, "fastdds_profile", lambda: None)
-    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in isolation.isolated_ros_env(123)
+    assert not any(name.endswith("_DEFAULT_PROFILES_FILE") for name in isolation.isolated_ros_env(123))
 
 
 def test_default_domain_is_clear_of_the_node_tests():

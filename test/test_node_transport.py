@@ -38,7 +38,9 @@ def small_segment_profile(tmp_path) -> str:
 def test_an_image_too_large_for_the_transport_is_processed_or_counted(ros, tiny_checkpoint, tmp_path):
     from ros_graph import stop_node
 
-    env = {**ros, "FASTDDS_DEFAULT_PROFILES_FILE": small_segment_profile(tmp_path)}
+    small = small_segment_profile(tmp_path)  # under whichever name(s) this distro's Fast DDS reads
+    env = {**ros, **{k: small for k in ros if k.endswith("_DEFAULT_PROFILES_FILE")}}
+    assert any(k.endswith("_DEFAULT_PROFILES_FILE") for k in env), "isolated_ros_env set no profile"
     node_log, camera_log = tmp_path / "node.log", tmp_path / "camera.log"
     node = start_python_module(
         "zoedepth_ros.ros.node",

@@ -27,24 +27,14 @@ install, and an installed package imports from site-packages anyway."""
 
 
 def fastdds_profile() -> Path | None:
-    """The large shared-memory Fast DDS profile: the source tree's ``config/``, else the installed ament share.
+    """The large shared-memory Fast DDS profile (``zoedepth_ros.ros.fastdds.shipped_profile``), or None.
 
     Without it Fast DDS's 512 KB default segment loses most best-effort images and clouds (see
-    docs/ros2_from_pypi.md); None when neither copy can be found.
+    docs/ros2_from_pypi.md).
     """
-    source = PACKAGE_PARENT / "config" / PROFILE_NAME
-    if source.is_file():
-        return source
-    try:
-        from ament_index_python.packages import get_package_share_directory
-    except ImportError:
-        return None
-    try:
-        share = Path(get_package_share_directory(PACKAGE, print_warning=False))
-    except (LookupError, ValueError, OSError):  # not installed, or AMENT_PREFIX_PATH unset
-        return None
-    installed = share / "config" / PROFILE_NAME
-    return installed if installed.is_file() else None
+    from ..ros.fastdds import shipped_profile
+
+    return shipped_profile()
 
 
 def default_domain_id() -> int:
@@ -55,11 +45,12 @@ def default_domain_id() -> int:
 def isolated_ros_env(domain_id: int) -> dict[str, str]:
     """Localhost-only discovery, a private domain id and the large shared-memory Fast DDS profile."""
     from ..ros.compat import localhost_only_env
+    from ..ros.fastdds import profile_env_names, ros_distro
 
     env = {"ROS_DOMAIN_ID": str(domain_id), **localhost_only_env(), "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
     profile = fastdds_profile()
-    if profile is not None:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    if profile is not None:  # under the name this distro's Fast DDS reads (FASTRTPS_ on 2.x: Humble, Jazzy)
+        env.update(dict.fromkeys(profile_env_names(ros_distro()), str(profile)))
     return env
 
 

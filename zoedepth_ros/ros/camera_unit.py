@@ -185,12 +185,13 @@ class CameraUnit:
         """Make what the middleware loses visible: a count in diagnostics and a throttled warning."""
 
         def lost(event) -> None:
+            from .fastdds import advice_here  # what works on this distro (Fast DDS 2.x and 3.x differ)
+
             self.lost[topic] += event.total_count_change
             self._warn(
                 f"lost_{topic}_{self.name}",
-                f"the middleware lost {self.lost[topic]} {topic} message(s) so far on {self.topic(topic)}; large "
-                "images need the Fast DDS profile config/fastdds_large_shm.xml in every process, the camera "
-                "driver's included (README: large images)",
+                f"the middleware lost {self.lost[topic]} {topic} message(s) so far on {self.topic(topic)}; "
+                f"{advice_here()}",
             )
 
         def incompatible(event) -> None:

@@ -17,8 +17,10 @@ Importing this module does not import rclpy (the benchmarks' process helpers use
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -49,25 +51,31 @@ def __getattr__(name: str) -> Any:
 
 
 # rclpy's major version per distro (package.xml of each branch): the fallback when ROS_DISTRO is not set, as in
-# a venv of PyPI wheels.
-RCLPY_MAJOR_TO_DISTRO = {3: "humble", 4: "iron", 7: "jazzy", 9: "kilted"}
+# a venv of PyPI wheels. A newer major than the last named is Rolling.
+RCLPY_MAJOR_TO_DISTRO = {1: "foxy", 2: "galactic", 3: "humble", 4: "iron", 7: "jazzy", 9: "kilted"}
 
 
-def distro() -> str:
-    """The ROS 2 distro in use: ``$ROS_DISTRO`` (set by a distro's setup.bash), else inferred from rclpy."""
-    name = os.environ.get("ROS_DISTRO", "").strip().lower()
-    if name:
-        return name
-    major = None
-    for dist in ("ros-rclpy", "rclpy"):  # the PyPI wheels' name, then a distro's
+@functools.cache
+def rclpy_major() -> int | None:
+    """The installed rclpy's major version, from its package metadata (a distro's or the PyPI wheel's)."""
+    for dist in ("rclpy", "ros-rclpy"):
         try:
-            major = int(version(dist).split(".")[0])
-            break
+            return int(version(dist).split(".")[0])
         except (PackageNotFoundError, ValueError):
             continue
-    if major is None:  # an install without package metadata: say so rather than guess
-        return "unknown"
-    return RCLPY_MAJOR_TO_DISTRO.get(major, "rolling" if major > max(RCLPY_MAJOR_TO_DISTRO) else "unknown")
+    return None
+
+
+def distro(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The ROS 2 distro in use: ``$ROS_DISTRO`` (set by a distro's setup.bash), else inferred from rclpy's
+    version; None when neither says."""
+    name = environ.get("ROS_DISTRO", "").strip().lower()
+    if name:
+        return name
+    major = rclpy_major()
+    if major is None:
+        return None
+    return RCLPY_MAJOR_TO_DISTRO.get(major, "rolling" if major > max(RCLPY_MAJOR_TO_DISTRO) else None)
 
 
 def localhost_only_env(name: str | None = None) -> dict[str, str]:

@@ -381,8 +381,36 @@ class _DemoCamera:
         self.node.destroy_node()
 
 
+def _command() -> Any:
+    """``zoedepth_demo_camera``'s command line (``--help``: usage and the parameters of ``PARAMETER_HELP``)."""
+    from .cli import Command, type_name, value_text
+
+    defaults = DemoConfig()
+
+    def rows() -> list[tuple[str, str, str, str, str]]:
+        values = {name: getattr(defaults, name) for name in PARAMETER_HELP}
+        return [(n, type_name(v), value_text(v), "", PARAMETER_HELP[n]) for n, v in values.items()]
+
+    return Command(
+        prog="zoedepth_demo_camera",
+        summary="A built-in moving camera feed for trying zoedepth_node without a camera: a generated indoor "
+        "scene on image (sensor_msgs/Image, rgb8) and a matching calibrated CameraInfo on camera_info, both with "
+        "the same stamp, at `rate` Hz (reliable QoS, depth 5).",
+        flags={},
+        parameters=rows,
+        example="zoedepth_demo_camera --ros-args -p rate:=5.0 -p width:=320 -p height:=240",
+    )
+
+
 def main(args: list[str] | None = None) -> int:
-    """Run the demo camera until SIGINT/SIGTERM (any number of them): exit 0, or 1 on bad parameters."""
+    """Run the demo camera until SIGINT/SIGTERM (any number of them): exit 0, or 1 on bad parameters.
+
+    ``--help`` prints the usage and parameters (exit 0) and an argument outside ``--ros-args`` that is not ours is
+    a usage error (exit 2), both before rclpy is imported.
+    """
+    usage = _command().check(list(sys.argv if args is None else args)[1:])
+    if usage is not None:
+        return usage
     stop = {"requested": False}
 
     def request_stop(signum: int, frame: object) -> None:

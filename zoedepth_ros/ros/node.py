@@ -1,10 +1,12 @@
-"""``zoedepth_node [--managed] [--ros-args ...]``: the executable around ``depth_node.ZoeDepthNode``.
+"""``zoedepth_node [-h] [--managed] [--ros-args ...]``: the executable around ``depth_node.ZoeDepthNode``.
 
 Light on purpose: the stop-signal handlers are installed before torch and rclpy are imported, so that a SIGINT
 or SIGTERM at any moment (importing, initialising, loading or downloading the model, spinning, shutting down;
 once or twice, as ``ros2 launch`` without a tty delivers it) ends the process with exit status 0 and no
 traceback. Without ``--managed`` the node configures and activates itself; with it, a lifecycle manager (or
-``ros2 lifecycle set``) drives it.
+``ros2 lifecycle set``) drives it. ``-h``/``--help`` prints the usage and the parameter table (from ``params``)
+and exits 0 before anything is imported or started; any other argument outside ``--ros-args`` is a usage error
+(exit 2).
 """
 
 from __future__ import annotations
@@ -14,10 +16,31 @@ import sys
 from typing import Any
 
 from ..errors import StartupError
+from .cli import Command
+from .fastdds import large_data_advice
+from .params import help_rows
 from .signals import Interrupted, StopSignals
+
+COMMAND = Command(
+    prog="zoedepth_node",
+    summary="ZoeDepth metric depth for a camera, or several (`cameras`) on one model: reads image (or "
+    "image/compressed) and camera_info; publishes depth/image, depth/camera_info, points, depth/colormap, routing "
+    "and /diagnostics. The checkpoint is fetched into the weights cache on first use (`download`).",
+    flags={
+        "--managed": "a lifecycle node that starts unconfigured, for `ros2 lifecycle set` or a lifecycle manager "
+        "(without it the node configures and activates itself)"
+    },
+    parameters=help_rows,
+    example="zoedepth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p device:=cuda",
+    footer=lambda: f"Between processes, {large_data_advice()}.",
+)
 
 
 def main(args: list[str] | None = None) -> int:
+    argv = list(sys.argv if args is None else args)
+    usage = COMMAND.check(argv[1:])
+    if usage is not None:  # --help, or an argument that is neither ours nor ROS's
+        return usage
     stop = StopSignals().install()
     node = None
     code, finished = 0, True
@@ -34,7 +57,6 @@ def main(args: list[str] | None = None) -> int:
 
             ended = (ExternalShutdownException,)
 
-            argv = list(sys.argv if args is None else args)
             managed = "--managed" in remove_ros_args(argv)[1:]
             rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
             node = ZoeDepthNode(managed=managed, stop=stop)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cameras import CameraListError, parse_cameras
+from .cli import RUNTIME, type_name, value_text
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -212,6 +213,23 @@ def validate(values: dict[str, Any]) -> list[str]:
 
 def defaults() -> dict[str, Any]:
     return {p.name: p.default for p in PARAMS}
+
+
+def help_rows() -> list[tuple[str, str, str, str, str]]:
+    """``zoedepth_node --help``'s table, from the parameters above: name, type, default, allowed values, description."""
+    rows = []
+    for p in PARAMS:
+        if p.choices:
+            allowed = "|".join(p.choices)
+        elif p.low is not None:
+            allowed = f"{p.low:g}..{p.high:g}"
+        elif p.pattern is not None:  # e.g. ^(auto|cpu|cuda|cuda:\d+)$ -> auto|cpu|cuda|cuda:N
+            allowed = p.pattern.pattern.strip("^$").removeprefix("(").removesuffix(")").replace(r"\d+", "N")
+        else:
+            allowed = ""
+        runtime = RUNTIME if p.runtime else ""
+        rows.append((p.name, type_name(p.default), value_text(p.default), allowed, p.description + runtime))
+    return rows
 
 
 def _yaml_value(value: Any) -> str:

@@ -4,6 +4,9 @@ Starts the demo camera and the depth node as two processes on the current ROS do
 depth image and cloud, and prints what arrives every few seconds (rate, size, depth range), so a fresh
 install ends with depth and a cloud flowing. The checkpoint is fetched on first use (``download``). Ctrl-C
 (or SIGTERM) stops all of it; ``--seconds N`` stops after N seconds, exiting 1 if no depth or cloud came.
+All three processes (camera, node, this monitor) load the shipped Fast DDS large-data profile, so the 640x480
+images and clouds arrive whole on every distro, unless the user set a middleware choice of their own
+(``zoedepth_ros.ros.fastdds.demo_env``).
 
     zoedepth-ros-demo                                   # ZoeD_M12_NK, fetched once into the weights cache
     zoedepth-ros-demo --device cpu --rate 1 -- -p flip_aug:=true     # after --: more node --ros-args
@@ -22,6 +25,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from zoedepth_ros.benchmarks.isolation import applied_env
+from zoedepth_ros.ros.fastdds import demo_env
 from zoedepth_ros.ros.signals import Interrupted, StopSignals
 
 PROG = "zoedepth-ros-demo"
@@ -118,6 +123,14 @@ def _stop(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    # The camera, the node and this monitor: every process that sends or receives the demo's images and clouds.
+    env, note = demo_env(os.environ, processes=3)
+    print(f"{PROG}: {note}", flush=True)
+    with applied_env(env):  # this process's participant and (inherited) the children's
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     stop = StopSignals().install()
     procs: list[subprocess.Popen] = []
     names: list[str] = []
