@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
-
 from zoedepth_ros.engine import runtime
+from zoedepth_ros.model.torch_compat import OutOfMemoryError
 from zoedepth_ros.ros import node
 
 remaining = [int(os.environ.get("ZOEDEPTH_TEST_OOM_FRAMES", "0"))]
@@ -21,7 +20,7 @@ real_call = runtime.DepthRunner.__call__
 def failing_call(self, *args, **kwargs):
     if remaining[0] > 0:
         remaining[0] -= 1
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
     return real_call(self, *args, **kwargs)
 
 

@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 import torch
 from model_fixtures import randomize_
-from torch._inductor.exc import InductorError
+
+try:
+    from torch._inductor.exc import InductorError
+except ImportError:  # older torch (the floor, 2.3, has none): a stand-in with its module and message
+
+    class InductorError(RuntimeError):
+        __module__ = "torch._inductor.exc"
+
+        def __init__(self, inner: BaseException, _backtrace) -> None:
+            super().__init__(f"{type(inner).__name__}: {inner}")
+
 
 from zoedepth_ros.engine import FAILURES_BEFORE_STEP_DOWN, Engine, EngineError
 from zoedepth_ros.engine import engine as engine_module
@@ -30,6 +40,8 @@ H, W = 48, 64
 PROBE = (48, 64)
 INTR = Intrinsics(fx=50.0, fy=52.0, cx=31.5, cy=23.5, width=W, height=H)
 SETTINGS = Settings(points=False)
+# CUDA errors have their own type in recent torch; a RuntimeError with the same text before
+AcceleratorError = getattr(torch, "AcceleratorError", None) or type("AcceleratorError", (RuntimeError,), {})
 OOM = "CUDA out of memory. Tried to allocate 20.00 MiB"
 GRAPH_RUNGS = [Rung("fp32", "cuda_graph"), Rung("fp32", "eager")]
 
@@ -225,7 +237,7 @@ def test_plan_ladder_goes_from_fast_to_safe_on_the_same_device():
         (CompileError("torch.compile failed"), "compile"),
         (InductorError(RuntimeError("C++ compile error"), None), "compile"),
         (RuntimeError("CUDA error: an illegal memory access was encountered"), "device_error"),
-        (torch.AcceleratorError("CUDA error: unspecified launch failure"), "device_error"),
+        (AcceleratorError("CUDA error: unspecified launch failure"), "device_error"),
         (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, ...)`"), "device_error"),
         (RuntimeError("cudaGraphLaunch failed"), "device_error"),
         (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), "cudnn"),
@@ -582,7 +594,7 @@ def test_graph_replay_errors_drop_the_graphs_and_then_the_rung(nk):
     h = Harness(nk, GRAPH_RUNGS)
     assert h.engine.warmup(H, W, SETTINGS)
     graph_runner = h.built[0]
-    h.replay_faults.extend([torch.AcceleratorError("CUDA error: an illegal memory access was encountered")] * 3)
+    h.replay_faults.extend([AcceleratorError("CUDA error: an illegal memory access was encountered")] * 3)
     h.submit_dropped("device_error")
     assert graph_runner._graphs == {}  # a graph whose replay failed is not replayed again
     h.submit_dropped("device_error")

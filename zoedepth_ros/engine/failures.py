@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 
-import torch
-
+from ..model.torch_compat import ACCELERATOR_ERRORS, OutOfMemoryError
 from .runtime import CaptureError, CompileError
 from .transfer import PinnedMemoryError
 
@@ -25,7 +24,6 @@ _DEVICE_TEXT = re.compile(
     r"|NVRTC)"
 )
 _CUDNN_TEXT = re.compile(r"(?<![\w.])(?:cuDNN|CUDNN)")
-_ACCELERATOR_ERROR: type | tuple = getattr(torch, "AcceleratorError", ())  # CUDA errors in recent torch
 
 
 def classify(exc: BaseException) -> str | None:
@@ -36,7 +34,7 @@ def classify(exc: BaseException) -> str | None:
     """
     if isinstance(exc, PinnedMemoryError):
         return "pinned_memory"
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, OutOfMemoryError):
         return "out_of_memory"
     if isinstance(exc, CaptureError):
         return "capture"
@@ -48,7 +46,7 @@ def classify(exc: BaseException) -> str | None:
         text = str(exc)
         if _CUDNN_TEXT.search(text):
             return "cudnn"
-        if isinstance(exc, _ACCELERATOR_ERROR) or _DEVICE_TEXT.search(text):
+        if isinstance(exc, ACCELERATOR_ERRORS) or _DEVICE_TEXT.search(text):
             return "device_error"
     return None
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import InferenceResult, ZoeDepth, precision_of
+from ..model.torch_compat import OutOfMemoryError
 
 MODES = ("eager", "cuda_graph", "compile")
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuDNN / cuBLAS pick their kernels)
@@ -172,7 +173,7 @@ class DepthRunner:
         """Failures of torch.compile's first call for ``key`` become CompileError (out-of-memory stays itself)."""
         try:
             yield
-        except (torch.OutOfMemoryError, ValueError, TypeError):
+        except (OutOfMemoryError, ValueError, TypeError):
             raise
         except Exception as e:
             raise CompileError(f"torch.compile failed for {key.shape}: {_one_line(e)}") from e
@@ -199,7 +200,7 @@ class DepthRunner:
             self._warm_up_for_capture(fn, static_input, key)
         try:
             graph, outputs = self._record(fn, static_input, key)
-        except torch.OutOfMemoryError:
+        except OutOfMemoryError:
             raise
         except Exception as e:
             raise CaptureError(f"CUDA-graph capture failed for {key.shape}: {_one_line(e)}") from e

@@ -72,7 +72,8 @@ def _unpickling_reason(error: BaseException) -> str:
     codes, so only the facts are taken from it: the global it refused or the opcode it did not support.
     """
     text = _plain(str(error))
-    if m := re.search(r"GLOBAL\s+([\w.]+)", text):
+    # "Unsupported global: GLOBAL print ..." (recent torch), "Unsupported class __builtin__.print" (torch 2.3)
+    if m := re.search(r"GLOBAL\s+([\w.]+)", text) or re.search(r"Unsupported class\s+([\w.]+)", text):
         return f"it references the Python object {m[1]}, which is not a tensor"
     if m := re.search(r"Unsupported operand (\d+)", text):
         return f"it uses pickle opcode {m[1]}, which torch tensor checkpoints do not (a plain pickle or a corrupt file)"

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .torch_compat import reflect_pad
+
 NET_MULTIPLE = 32
 PAD_FACTOR = 3  # pad = int(sqrt(side / 2) * 3) pixels on each side
 
@@ -54,7 +56,7 @@ def pad_reflect(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     pad_h, pad_w = reflect_padding(x.shape[-2], x.shape[-1])
     if pad_h >= x.shape[-2] or pad_w >= x.shape[-1]:
         raise ValueError(f"image {x.shape[-2]}x{x.shape[-1]} is too small for reflect padding; use pad_input=False")
-    return F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect"), (pad_h, pad_w)
+    return reflect_pad(x, (pad_w, pad_w, pad_h, pad_h)), (pad_h, pad_w)
 
 
 def restore_size(depth: torch.Tensor, size: tuple[int, int], pads: tuple[int, int] = (0, 0)) -> torch.Tensor:

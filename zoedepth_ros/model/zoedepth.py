@@ -29,7 +29,7 @@ class MidasCore(nn.Module):
         return self.core(x)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: torch.compile in torch 2.3 cannot build a frozen dataclass in a trace (torch_compat)
 class ForwardOutput:
     """``ZoeDepth.forward`` output: metric depth at network resolution and the head each image went to."""
 
@@ -39,7 +39,7 @@ class ForwardOutput:
     head_logits: torch.Tensor | None  # (B, 2) router logits for NK (also when the head is forced); else None
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen, as ForwardOutput
 class InferenceResult:
     """``ZoeDepth.predict`` output: depth at input size and the routing of each forward pass.
 
