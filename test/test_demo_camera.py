@@ -60,13 +60,16 @@ def test_frames_have_structure_and_move() -> None:
 
 
 def test_frame_generation_is_fast_enough_for_30_hz() -> None:
+    # CPU time of this thread, not wall time: the cost of a frame, not the share of a busy machine's cores this
+    # process got (on 2 loaded cores the wall-clock median of a 2 ms frame reaches 7 ms). numpy runs these
+    # operations on the calling thread.
     scene = DemoScene(640, 480, 60.0)
     times = []
     for k in range(40):
-        start = time.perf_counter()
+        start = time.thread_time()
         scene.frame(k / 30).tobytes()  # what the node does per tick
-        times.append(time.perf_counter() - start)
-    assert float(np.median(times)) < 0.005, f"median {1e3 * float(np.median(times)):.2f} ms per 640x480 frame"
+        times.append(time.thread_time() - start)
+    assert float(np.median(times)) < 0.005, f"median {1e3 * float(np.median(times)):.2f} ms CPU per 640x480 frame"
 
 
 @pytest.mark.parametrize(("width", "height", "fov"), [(16, 16, 60.0), (17, 31, 170.0), (100, 20, 2.0)])
@@ -154,9 +157,16 @@ class Listener:
         self.infos: list = []
         self.node.create_subscription(Image, "image", self.images.append, qos)
         self.node.create_subscription(CameraInfo, "camera_info", self.infos.append, qos)
+        self.longest_stall = 0.0  # the longest this process was held: between spins, or a spin beyond its timeout
+        self._last_spin_end: float | None = None
 
     def spin(self, seconds: float) -> None:
+        start = time.monotonic()
+        if self._last_spin_end is not None:
+            self.longest_stall = max(self.longest_stall, start - self._last_spin_end)
         self.executor.spin_once(timeout_sec=seconds)
+        self._last_spin_end = time.monotonic()
+        self.longest_stall = max(self.longest_stall, self._last_spin_end - start - seconds)
 
     def spin_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -171,6 +181,30 @@ class Listener:
 
 def stamp_of(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def pairing_report(stamps: list[int], listener: Listener) -> str:
+    """What a failed pairing check needs to be diagnosed: which images lack their info, where in the window,
+    which frames never arrived on either topic, and how long this process was held without spinning.
+
+    Seen while investigating (Kilted, Fast DDS 3.2, shared memory): stopping the subscribing process for about a
+    second or more can drop the samples in flight on both topics, and at the end of such a gap an image can arrive
+    without its camera_info, with the publisher's depth at 5 or 100 alike. Without such a stall no image or info
+    was lost in thousands of frames under heavy CPU load, with numpy 1.26 and 2.x alike.
+    """
+    infos = {stamp_of(i) for i in listener.infos}
+    period = float(np.median(np.diff(stamps)))
+    missing = [f"#{k} (+{(s - stamps[0]) / 1e9:.2f} s)" for k, s in enumerate(stamps) if s not in infos]
+    skipped = [
+        f"{round((b - a) / period) - 1} after #{k}"
+        for k, (a, b) in enumerate(itertools.pairwise(stamps))
+        if b - a > 1.5 * period
+    ]
+    return (
+        f"{len(missing)} of {len(stamps)} images in the window have no camera_info: {', '.join(missing)}; "
+        f"frames missing from the image stream: {', '.join(skipped) or 'none'}; "
+        f"this process was held up to {listener.longest_stall:.2f} s at a time (not spinning)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -245,12 +279,15 @@ def test_images_and_infos_arrive_paired_at_the_rate_and_sigint_ends_it(listener,
 
         # Every image has its camera_info with the identical stamp (it may arrive a little later).
         wanted = set(stamps)
-        wait_until(
-            lambda: wanted <= {stamp_of(i) for i in listener.infos},
-            10.0,
-            listener.spin,
-            "a camera_info with each image's stamp",
-        )
+        try:
+            wait_until(
+                lambda: wanted <= {stamp_of(i) for i in listener.infos},
+                10.0,
+                listener.spin,
+                "a camera_info with each image's stamp",
+            )
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {pairing_report(stamps, listener)}") from None
         info = next(i for i in listener.infos if stamp_of(i) == stamps[0])
         assert (info.width, info.height, info.header.frame_id) == (640, 480, "demo_optical")
         assert list(info.k) == pytest.approx(

@@ -251,10 +251,53 @@ def test_header_fields_must_be_integers() -> None:
         image_array(1, 1, "mono8", 1.0, 0, b"\x00")
 
 
-def test_list_data_out_of_byte_range() -> None:
-    with pytest.raises(ImageError, match="not a sequence of bytes"):
-        image_array(1, 2, "mono8", 2, 0, [1, 300])
-    assert image_array(1, 2, "mono8", 2, 0, [1, 255])[0, 1, 0] == 255
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # numpy 1.x casts these to uint8 silently (300 -> 44, 256 -> 0, -1 -> 255); numpy 2 raises OverflowError.
+        ([1, 300], "300 at index 1 is out of range"),
+        ((256, 0), "256 at index 0 is out of range"),
+        ([0, -1], "-1 at index 1 is out of range"),
+        ([[1], [-300]], "-300 at index 1 is out of range"),
+        ([np.int64(7), np.int64(1000)], "1000 at index 1 is out of range"),
+        ([1, 2**70], "values are object, not integers"),  # beyond 64 bits
+        ([1.0, 2.5], "values are float64, not integers"),  # no silent truncation to 2
+        (["a", "b"], "values are <U1, not integers"),
+        ([1, None], "values are object, not integers"),
+    ],
+)
+def test_list_data_out_of_byte_range(data, message: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy 1.24-1.26 only warn (DeprecationWarning) and then wrap
+        with pytest.raises(ImageError, match=rf"image data is not a sequence of bytes \(0\.\.255\): .*{message}"):
+            image_array(1, 2, "mono8", 2, 0, data)
+
+
+def test_ragged_list_data() -> None:
+    # numpy >= 1.24 refuses ragged nesting (ValueError); 1.21-1.23 make an object array (and warn): both rejected.
+    with pytest.raises(ImageError, match=r"not a sequence of bytes \(0\.\.255\): .*(inhomogeneous|object)"):
+        image_array(1, 2, "mono8", 2, 0, [[1, 2], [3]])
+
+
+@pytest.mark.parametrize("data", [[1, 255], (0, 255), [True, False], [np.uint8(3), np.int64(4)], [[5], [6]]])
+def test_list_data_in_byte_range(data) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        view = image_array(2, 1, "mono8", 1, 0, data)
+    assert view.dtype == np.uint8 and view.reshape(-1).tolist() == np.asarray(data).reshape(-1).astype(int).tolist()
+    with pytest.raises(ImageError, match="data has 0 bytes, expected step\\*height = 2"):
+        image_array(2, 1, "mono8", 1, 0, [])
+
+
+@pytest.mark.parametrize("make", [bytes, bytearray, lambda b: array.array("B", b), memoryview])
+def test_buffers_never_take_the_per_value_list_path(make, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bytes and array('B') (what rclpy gives) hold bytes by construction: no range check, no copy.
+    def refuse(data):
+        raise AssertionError(f"{type(data).__name__} data took the list path")
+
+    monkeypatch.setattr(encodings, "_sequence_bytes", refuse)
+    view = image_array(1, 3, "mono8", 3, 0, make(b"\x00\x80\xff"))
+    assert view.reshape(-1).tolist() == [0, 128, 255]
 
 
 def test_to_rgb_rejects_wrong_shape_and_dtype() -> None:

@@ -121,20 +121,43 @@ def _byte_view(data: Any) -> np.ndarray:
     """A 1-D uint8 view of ``data`` without copying when it supports the buffer protocol.
 
     rclpy gives ``Image.data`` as ``array.array('B')`` (writable, so the view is writable); ``bytes`` gives a
-    read-only view. A list (e.g. a hand-built message) has no buffer and is copied once.
+    read-only view. A list (e.g. a hand-built message) has no buffer and is checked and copied once
+    (:func:`_sequence_bytes`).
     """
     try:
         view = memoryview(data)
     except TypeError:
-        try:
-            return np.asarray(data, dtype=np.uint8).reshape(-1)
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise ImageError(f"image data is not a sequence of bytes (0..255): {exc}") from None
+        return _sequence_bytes(data)
     if not view.c_contiguous:
         raise ImageError("image data buffer is not contiguous")
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
     return np.frombuffer(view, dtype=np.uint8)
+
+
+def _sequence_bytes(data: Any) -> np.ndarray:
+    """A 1-D uint8 copy of a sequence of integers (a list or tuple), each of which must be in 0..255.
+
+    The range is checked explicitly, in numpy, before the cast: ``np.asarray(values, dtype=np.uint8)`` raises
+    OverflowError for 300 or -1 on numpy 2 but wraps them silently (300 -> 44, -1 -> 255) on numpy 1.x, and
+    casts floats by truncation on both. Reading the values at their natural dtype first gives the same answer on
+    every numpy (1.21 to 2.x): integers (or bools) in 0..255 are accepted; anything else is an :class:`ImageError`
+    naming the first value out of range, or the dtype of values that are not integers.
+    """
+    prefix = "image data is not a sequence of bytes (0..255)"
+    try:
+        values = np.asarray(data)
+    except (OverflowError, ValueError, TypeError) as exc:  # ragged nesting, unconvertible objects
+        raise ImageError(f"{prefix}: {exc}") from None
+    values = values.reshape(-1)
+    if values.size == 0:
+        return np.empty(0, np.uint8)
+    if values.dtype.kind not in "biu":  # float, str, object (e.g. ints beyond 64 bits, None), ...
+        raise ImageError(f"{prefix}: its values are {values.dtype}, not integers")
+    if values.dtype.kind != "b" and (values.min() < 0 or values.max() > 255):
+        index = int(np.flatnonzero((values < 0) | (values > 255))[0])
+        raise ImageError(f"{prefix}: {int(values[index])} at index {index} is out of range")
+    return values.astype(np.uint8)
 
 
 def image_array(
