@@ -284,7 +284,11 @@ def test_lifecycle_autostart_reaches_active_and_publishes_depth(managed):
     cam = Camera(DOMAIN, command.ns)
     try:
         stamp = 1_700_000_200_000_000_000
-        (depth,) = cam.request(rgb_image(4), stamp, topics=("depth",), timeout=60)
+        try:
+            (depth,) = cam.request(rgb_image(4), stamp, topics=("depth",), timeout=60)
+        except AssertionError as e:  # say where the node got to: its lifecycle state and the launch output
+            state = lifecycle_state(f"{command.ns}/zoedepth")
+            raise AssertionError(f"{e}; the node is {state}; launch output:\n{command.text()}") from None
         assert depth.encoding == "32FC1" and stamp_of(depth) == stamp
     finally:
         cam.close()
