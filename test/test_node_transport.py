@@ -10,7 +10,8 @@ try:
 except ImportError:  # a venv without ROS: the tests below skip
     rclpy = None
 
-from zoedepth_ros.benchmarks.isolation import PROFILE_NAME, fastdds_profile, ros_args, start_python_module
+from zoedepth_ros.benchmarks.isolation import fastdds_profile, ros_args, start_python_module
+from zoedepth_ros.ros.fastdds import PROFILE_NAME
 
 pytestmark = pytest.mark.skipif(rclpy is None, reason="ROS 2 (rclpy) is needed for the node tests")
 

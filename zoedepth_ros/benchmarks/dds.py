@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..ros.compat import publisher_count
 from ..ros.params import BY_NAME, validate
 from .isolation import (
     applied_env,
@@ -489,9 +490,6 @@ class Participant:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
-        from ..ros.compat import publisher_count
-
-        self._publisher_count = publisher_count
         self._rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context, domain_id=domain)
@@ -502,7 +500,7 @@ class Participant:
 
     def matched(self) -> bool:
         """True once the publishers for all the subscriptions in ``subs`` are discovered."""
-        return all(self._publisher_count(self.node, s) > 0 for s in self.subs)
+        return all(publisher_count(self.node, s) > 0 for s in self.subs)
 
     def close(self) -> None:
         self.executor.shutdown()

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..ros.compat import localhost_only_env
+from ..ros.fastdds import profile_env_names, ros_distro, shipped_profile
+
 PACKAGE = "zoedepth_ros"
-PROFILE_NAME = "fastdds_large_shm.xml"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 """The directory holding the ``zoedepth_ros`` package (the repository root in a source checkout): as the
 working directory of a ``python -m zoedepth_ros...`` child it makes the package importable even without an
@@ -32,8 +34,6 @@ def fastdds_profile() -> Path | None:
     Without it Fast DDS's 512 KB default segment loses most best-effort images and clouds (see
     docs/ros2_from_pypi.md).
     """
-    from ..ros.fastdds import shipped_profile
-
     return shipped_profile()
 
 
@@ -44,9 +44,6 @@ def default_domain_id() -> int:
 
 def isolated_ros_env(domain_id: int) -> dict[str, str]:
     """Localhost-only discovery, a private domain id and the large shared-memory Fast DDS profile."""
-    from ..ros.compat import localhost_only_env
-    from ..ros.fastdds import profile_env_names, ros_distro
-
     env = {"ROS_DOMAIN_ID": str(domain_id), **localhost_only_env(), "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
     profile = fastdds_profile()
     if profile is not None:  # under the name this distro's Fast DDS reads (FASTRTPS_ on 2.x: Humble, Jazzy)

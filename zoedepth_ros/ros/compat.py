@@ -105,7 +105,6 @@ class ServiceParameterClient:
         self._set = node.create_client(SetParameters, f"{name}/set_parameters")
         self._list = node.create_client(ListParameters, f"{name}/list_parameters")
         self._describe = node.create_client(DescribeParameters, f"{name}/describe_parameters")
-        self._types = (GetParameters, SetParameters, ListParameters, DescribeParameters)
 
     def wait_for_services(self, timeout_sec: float | None = None) -> bool:
         """True once every parameter service answers discovery within ``timeout_sec`` in all."""
@@ -118,20 +117,20 @@ class ServiceParameterClient:
 
     def get_parameters(self, names: list[str]) -> Any:
         """A future of ``GetParameters.Response`` for ``names``."""
-        return self._get.call_async(self._types[0].Request(names=list(names)))
+        return self._get.call_async(self._get.srv_type.Request(names=list(names)))
 
     def set_parameters(self, parameters: list[Any]) -> Any:
         """A future of ``SetParameters.Response``; ``parameters`` are ``rclpy.parameter.Parameter``s."""
-        request = self._types[1].Request(parameters=[p.to_parameter_msg() for p in parameters])
+        request = self._set.srv_type.Request(parameters=[p.to_parameter_msg() for p in parameters])
         return self._set.call_async(request)
 
     def list_parameters(self, prefixes: list[str] | None = None, depth: int = 0) -> Any:
         """A future of ``ListParameters.Response``."""
-        return self._list.call_async(self._types[2].Request(prefixes=list(prefixes or []), depth=depth))
+        return self._list.call_async(self._list.srv_type.Request(prefixes=list(prefixes or []), depth=depth))
 
     def describe_parameters(self, names: list[str]) -> Any:
         """A future of ``DescribeParameters.Response``."""
-        return self._describe.call_async(self._types[3].Request(names=list(names)))
+        return self._describe.call_async(self._describe.srv_type.Request(names=list(names)))
 
     def destroy(self) -> None:
         for client in (self._get, self._set, self._list, self._describe):
