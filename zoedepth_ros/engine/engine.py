@@ -55,7 +55,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -76,6 +76,9 @@ from .failures import (
 )
 from .intrinsics import Intrinsics
 from .ladder import Fallback, Rung, plan_ladder
+from .onnx.cache import checkpoint_sha256, weights_sha256
+from .onnx.runner import OrtRunner
+from .onnx.session import ORT_MODES, SessionSettings
 from .pipeline import (
     PER_IMAGE,
     ROUTING_TO_HEAD,
@@ -86,7 +89,7 @@ from .pipeline import (
     PinnedMemoryError,
     Settings,
 )
-from .runtime import DepthRunner
+from .runtime import DepthRunner, seconds_per_call
 
 __all__ = [  # FrameDropped and DROPPED_KINDS are what callers of submit / results catch and count
     "DROPPED_KINDS",
@@ -144,6 +147,9 @@ class Engine:
         probe_size: tuple[int, int] = PROBE_SIZE,
         max_mean_rel_diff: float = MAX_MEAN_REL_DIFF,
         runner_factory: RunnerFactory = DepthRunner,
+        ort_factory: Callable[..., OrtRunner] = OrtRunner,
+        ort_settings: SessionSettings | None = None,
+        backend: str = "torch",
         warn: Callable[[str], None] | None = None,
         info: Callable[[str], None] | None = None,
         source: str = "",
@@ -160,6 +166,10 @@ class Engine:
         self.pad_input, self.flip_aug = pad_input, flip_aug
         self.probe_size, self.max_mean_rel_diff = probe_size, max_mean_rel_diff
         self.runner_factory = runner_factory
+        self.ort_factory = ort_factory
+        self.ort_settings = ort_settings or SessionSettings()
+        self.backend = backend  # "auto": an onnxruntime rung must also be faster than torch to serve
+        self._weights_sha: str | None = None
         self._warn = warn or log.warning
         self._info = info or log.info
         self.pinned = device.type == "cuda" if pinned is None else pinned
@@ -173,8 +183,8 @@ class Engine:
         self.consecutive = 0
         self.last_failure = ""
         self._models: dict[str, ZoeDepth] = {"fp32": model}
-        self._rejected: dict[str, str] = {}  # precision -> why none of its rungs may be used
-        self._passed: set[str] = set()  # guarded precisions that passed the guard
+        self._rejected: dict[str, str] = {}  # rung family (see Rung.family) -> why none of its rungs may be used
+        self._passed: set[str] = set()  # guarded rung families that passed the guard
         self._probe: tuple[list[torch.Tensor], list] | None = None
         self._ready: dict[tuple, bool] = {}  # (batch, h, w, pad, flip, head) -> warmed on this rung (False: failed)
         self._expected: list[tuple[int, int, int, Settings]] = []  # (batch, h, w, settings) to warm when idle
@@ -200,6 +210,8 @@ class Engine:
         *,
         ladder: Sequence[Rung] | None = None,
         auto_precisions: Sequence[str] | None = None,
+        backend: str = "torch",
+        ort_modes: Sequence[str] | None = None,
         **kwargs,
     ) -> Engine:
         """Plan the ladder (or take ``ladder``) and start on the first rung that opens; see ``Engine`` for kwargs.
@@ -207,9 +219,13 @@ class Engine:
         Raises ValueError for settings that can never run and EngineError when no rung opens.
         """
         rungs = (
-            ladder if ladder is not None else plan_ladder(precision, execution, device, auto_precisions=auto_precisions)
+            ladder
+            if ladder is not None
+            else plan_ladder(
+                precision, execution, device, auto_precisions=auto_precisions, backend=backend, ort_modes=ort_modes
+            )
         )
-        engine = cls(model, device, rungs, **kwargs)
+        engine = cls(model, device, rungs, backend=backend, **kwargs)
         engine.start()
         return engine
 
@@ -232,18 +248,16 @@ class Engine:
                     self._autotuning_off(e, phase)
                     continue  # the same rung again, without autotuning
                 if isinstance(e, _GuardRejected):
-                    text = self._rejected[rung.precision] = (
-                        f"accuracy guard rejected {rung.precision} ({e.report.reason})"
-                    )
+                    text = self._rejected[rung.family] = f"accuracy guard rejected {rung.family} ({e.report.reason})"
                 elif isinstance(e, _ReferenceFailed):
                     text = f"accuracy guard could not compute its fp32 reference ({summary(e.__cause__ or e)})"
                     for r in self.ladder:
                         if r.guarded:
-                            self._rejected[r.precision] = text
+                            self._rejected[r.family] = text
                 else:
                     text = failure_text(failed.step, e)
-                    if failed.step.endswith("conversion"):
-                        self._rejected[rung.precision] = text
+                    if failed.step.endswith("conversion") or rung.onnxruntime:
+                        self._rejected[rung.family] = text
                 nxt = self._usable(i + 1)
                 self._fell(rung, nxt, phase, text)
                 self._free_memory(self._reachable(nxt) if nxt is not None else None)
@@ -254,6 +268,8 @@ class Engine:
 
     def _open(self, rung: Rung) -> DepthRunner:
         """Conversion, runner, guard: every failure is a _RungFailed naming its step."""
+        if rung.onnxruntime:
+            return self._open_ort(rung)
         step = f"{rung.precision} conversion"
         try:
             model = self._model_for(rung.precision)
@@ -272,6 +288,32 @@ class Engine:
             raise _RungFailed(step, e) from e
         return runner
 
+    def _open_ort(self, rung: Rung) -> OrtRunner:
+        """onnxruntime setup, then the guard (which exports at the probe size and opens its session)."""
+        step = "onnxruntime setup"
+        try:
+            runner = self.ort_factory(
+                self.master,
+                self.device,
+                mode=rung.mode,
+                precision=rung.precision,
+                weights_id=self.weights_sha256,
+                settings=self.ort_settings,
+                info=self._info,
+            )
+            if rung.guarded:
+                step = "the accuracy guard"
+                self._guard(rung, runner)
+        except Exception as e:
+            raise _RungFailed(step, e) from e
+        return runner
+
+    def weights_sha256(self) -> str:
+        """The checkpoint's SHA-256 (of the weights themselves for a model built in memory); what keys exports."""
+        if self._weights_sha is None:
+            self._weights_sha = checkpoint_sha256(self.source) if self.source else weights_sha256(self.master)
+        return self._weights_sha
+
     def _model_for(self, precision: str) -> ZoeDepth:
         """The model in ``precision``: the fp32 master itself, or a converted copy (kept for the next rungs)."""
         model = self._models.get(precision)
@@ -281,7 +323,7 @@ class Engine:
 
     def _guard(self, rung: Rung, runner: DepthRunner) -> None:
         """Accuracy is a property of the precision: checked once per precision, with the first rung's runner."""
-        if rung.precision in self._passed:
+        if rung.family in self._passed:
             return
         if self._probe is None:
             try:
@@ -298,6 +340,8 @@ class Engine:
             runner.describe(),
             self.max_mean_rel_diff,
         )
+        if report.passed and self.backend == "auto" and rung.onnxruntime:
+            report = self._speed_check(report, runner, images[0])
         self.guard_reports.append(report)
         self._info(
             f"accuracy guard {report.mode}: {'passed' if report.passed else 'failed'} (mean relative depth "
@@ -306,7 +350,35 @@ class Engine:
         )
         if not report.passed:
             raise _GuardRejected(report)
-        self._passed.add(rung.precision)
+        self._passed.add(rung.family)
+
+    def _speed_check(self, report: GuardReport, runner: OrtRunner, image: torch.Tensor) -> GuardReport:
+        """backend auto: the onnxruntime rung serves only if it is faster than the first torch rung here."""
+        torch_rung = next((r for r in self.ladder if not r.onnxruntime), None)
+        if torch_rung is None:
+            return report
+        try:
+            competitor = self.runner_factory(
+                self._model_for(torch_rung.precision),
+                self.device,
+                mode=torch_rung.mode,
+                channels_last=self.channels_last,
+                cudnn_benchmark=self.cudnn_benchmark,
+            )
+            torch_ms = seconds_per_call(competitor, image, self.pad_input, self.flip_aug) * 1e3
+            competitor.drop_graphs()
+            del competitor
+        except Exception as e:  # the torch rung's own troubles show when it is opened; compare with fp32 eager
+            self._info(f"speed check: {torch_rung} did not run ({summary(e)}); comparing with fp32 eager")
+            torch_rung = Rung("fp32", "eager")
+            torch_ms = seconds_per_call(DepthRunner(self.master, self.device), image, self.pad_input, self.flip_aug)
+            torch_ms *= 1e3
+        ort_ms = seconds_per_call(runner, image, self.pad_input, self.flip_aug) * 1e3
+        self._info(f"speed check: {runner.describe()} {ort_ms:.1f} ms, {torch_rung} {torch_ms:.1f} ms per frame")
+        if ort_ms < torch_ms:
+            return report
+        reason = f"not faster than {torch_rung} ({ort_ms:.1f} ms vs {torch_ms:.1f} ms per frame)"
+        return replace(report, passed=False, reason="; ".join(filter(None, [report.reason, reason])))
 
     def _new_pipeline(self, runner: DepthRunner, phase: str) -> DepthPipeline:
         if self.pinned:
@@ -322,14 +394,16 @@ class Engine:
 
     def _usable(self, start: int) -> int | None:
         """The first rung at or after ``start`` whose precision has not been ruled out."""
-        return next((j for j in range(start, len(self.ladder)) if self.ladder[j].precision not in self._rejected), None)
+        return next((j for j in range(start, len(self.ladder)) if self.ladder[j].family not in self._rejected), None)
 
     def _below(self) -> int | None:
         """The rung a step down would open, None at the bottom (or when nothing below opened last time)."""
         return None if self._exhausted else self._usable(self.index + 1)
 
     def _reachable(self, index: int) -> set[str]:
-        return {r.precision for r in self.ladder[index:] if r.precision not in self._rejected} | {"fp32"}
+        return {r.precision for r in self.ladder[index:] if r.family not in self._rejected and not r.onnxruntime} | {
+            "fp32"
+        }
 
     def _fell(self, rung: Rung, nxt: int | None, phase: str, text: str) -> None:
         now = str(self.ladder[nxt]) if nxt is not None else ""
@@ -642,6 +716,8 @@ class Engine:
                 "rung": str(rung),
                 "precision": rung.precision,
                 "execution": rung.mode,
+                "backend": "onnxruntime" if rung.onnxruntime else "torch",
+                "provider": ORT_MODES.get(rung.mode, ""),
                 "position": self.index,
                 "ladder": [str(r) for r in self.ladder],
                 "why": self.why(),
@@ -662,6 +738,7 @@ class Engine:
         values = {
             "precision": s["precision"],
             "execution": s["execution"],
+            "backend": s["backend"] + (f" ({s['provider']})" if s["provider"] else ""),
             "execution rung": f"{s['rung']} ({s['position'] + 1} of {len(s['ladder'])})",
             "execution rung reason": s["why"],
             "execution ladder": " > ".join(s["ladder"]),
@@ -691,6 +768,8 @@ def open_engine(
     flip_aug: bool = False,
     info: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    backend: str = "torch",
+    ort_settings: SessionSettings | None = None,
 ) -> Engine:
     """The weights (fetched on first use when ``download``), loaded on the device, on the first rung that opens.
 
@@ -719,6 +798,8 @@ def open_engine(
             warn=warn,
             info=info,
             source=str(path),
+            backend=backend,
+            ort_settings=ort_settings,
         )
     except (ValueError, EngineError) as e:
         raise StartupError(str(e)) from None

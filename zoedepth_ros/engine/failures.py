@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 
 from ..model.torch_compat import ACCELERATOR_ERRORS, OutOfMemoryError
+from .onnx.export import ExportError
+from .onnx.session import SessionError
 from .runtime import CaptureError, CompileError
 from .transfer import PinnedMemoryError
 
 COUNTED_KINDS = ("out_of_memory", "device_error", "cudnn")  # may be transient: stepped down after a few in a row
-IMMEDIATE_KINDS = ("capture", "compile")  # the mode cannot run this input: stepped down at once
+# the mode cannot run this input: stepped down at once (an ONNX export or onnxruntime session that failed too)
+IMMEDIATE_KINDS = ("capture", "compile", "export", "session")
 DROPPED_KINDS = (*COUNTED_KINDS, *IMMEDIATE_KINDS)  # what ``FrameDropped.kind`` can be
 MAX_REASON_CHARS = 300
 
@@ -30,7 +33,8 @@ def classify(exc: BaseException) -> str | None:
     """The kind of device failure ``exc`` is, or None when it is not one (then it is the caller's problem).
 
     Kinds: "pinned_memory", "out_of_memory", "capture" (recording a CUDA graph), "compile" (torch.compile /
-    dynamo / inductor), "cudnn", "device_error" (any other CUDA / cuBLAS / graph-replay error).
+    dynamo / inductor), "export" (ONNX export), "session" (onnxruntime: missing provider, session creation,
+    TensorRT engine build), "cudnn", "device_error" (any other CUDA / cuBLAS / graph-replay error).
     """
     if isinstance(exc, PinnedMemoryError):
         return "pinned_memory"
@@ -38,6 +42,10 @@ def classify(exc: BaseException) -> str | None:
         return "out_of_memory"
     if isinstance(exc, CaptureError):
         return "capture"
+    if isinstance(exc, ExportError):
+        return "export"
+    if isinstance(exc, SessionError):
+        return "session"
     if isinstance(exc, CompileError) or any(
         c.__module__.startswith(("torch._dynamo", "torch._inductor")) for c in type(exc).__mro__
     ):
@@ -67,6 +75,8 @@ KIND_TEXT = {
     "cudnn": "cuDNN error",
     "device_error": "CUDA error",
     "pinned_memory": "pinned allocation failed",
+    "export": "ONNX export failed",
+    "session": "onnxruntime failed",
 }
 
 

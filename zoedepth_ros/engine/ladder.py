@@ -11,7 +11,10 @@ from dataclasses import dataclass
 import torch
 
 from ..model import PRECISIONS
+from .onnx.session import ORT_MODES
 from .runtime import MODES
+
+BACKENDS = ("torch", "onnxruntime", "auto")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,16 @@ class Rung:
 
     def __str__(self) -> str:
         return f"{self.precision} {self.mode}"
+
+    @property
+    def onnxruntime(self) -> bool:
+        return self.mode in ORT_MODES
+
+    @property
+    def family(self) -> str:
+        """What a guard verdict or a failed conversion applies to: a torch precision (every mode of it), or
+        one onnxruntime rung (its graph and provider are its own)."""
+        return str(self) if self.onnxruntime else self.precision
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ def plan_ladder(
     *,
     bf16_supported: bool | None = None,
     auto_precisions: Sequence[str] | None = None,
+    backend: str = "torch",
+    ort_modes: Sequence[str] | None = None,
 ) -> list[Rung]:
     """The rungs for the requested settings, fastest first (see the module docstring).
 
@@ -54,6 +69,8 @@ def plan_ladder(
         raise ValueError(f"unknown precision {precision!r}; use auto or one of {', '.join(PRECISIONS)}")
     if execution != "auto" and execution not in MODES:
         raise ValueError(f"unknown execution mode {execution!r}; use auto or one of {', '.join(MODES)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     cuda = device.type == "cuda"
     if execution == "cuda_graph" and not cuda:
         raise ValueError(f"execution cuda_graph needs a CUDA device; the node runs on {device}")
@@ -72,4 +89,30 @@ def plan_ladder(
         precisions = [(p, True) for p in auto_precisions if p != "fp32"] + [("fp32", False)]
     else:
         precisions = [(precision, False)] + ([("fp32", False)] if precision != "fp32" else [])
-    return [Rung(p, m, guarded) for p, guarded in precisions for m in modes]
+    rungs = [Rung(p, m, guarded) for p, guarded in precisions for m in modes]
+    if backend == "torch":
+        return rungs
+    return ort_rungs(precision, device, backend, ort_modes) + rungs
+
+
+def ort_rungs(precision: str, device: torch.device, backend: str, ort_modes: Sequence[str] | None = None) -> list[Rung]:
+    """The onnxruntime rungs above the torch ones: provider outer (TensorRT, CUDA; the CPU provider on the CPU),
+    precision inner (auto: fp16 then fp32 on CUDA, fp32 on the CPU). All are guarded: each graph and provider
+    must agree with torch fp32 (and, for backend auto, be faster) before it serves.
+
+    ``ort_modes`` are the providers this onnxruntime offers (``session.available_modes()``). With backend
+    "onnxruntime" every provider for the device is planned even if absent, so that the log says why it is not
+    used; "auto" plans only the ones present.
+    """
+    cuda = device.type == "cuda"
+    wanted = ["ort_tensorrt", "ort_cuda"] if cuda else ["ort_cpu"]
+    if backend == "auto":
+        from .onnx.session import available_modes
+
+        present = available_modes() if ort_modes is None else ort_modes
+        wanted = [m for m in wanted if m in present]
+    if precision == "auto":
+        precisions = ["fp16", "fp32"] if cuda else ["fp32"]
+    else:
+        precisions = [precision] + (["fp32"] if precision != "fp32" else [])
+    return [Rung(p, m, True) for m in wanted for p in precisions]

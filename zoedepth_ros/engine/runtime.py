@@ -240,3 +240,16 @@ class DepthRunner:
             self(rgb, pad_input=pad_input, flip_aug=flip_aug, head=head, per_image=per_image)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def seconds_per_call(runner, image: torch.Tensor, pad_input: bool, flip_aug: bool, calls: int = 3) -> float:
+    """Median wall time of ``calls`` warm calls of a runner on one image (after one untimed call)."""
+    import time
+
+    times = []
+    for i in range(calls + 1):
+        t0 = time.perf_counter()
+        runner(image, pad_input=pad_input, flip_aug=flip_aug).depth.sum().item()  # waits for the device
+        if i:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]

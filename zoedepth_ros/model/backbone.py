@@ -6,6 +6,9 @@ for the parameter names the official ZoeDepth checkpoints use.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,6 +92,10 @@ class Attention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(dim, **kw))
         self.relative_position_bias_table = nn.Parameter(torch.zeros(n_table, num_heads, **kw))
         self.proj = nn.Linear(dim, dim, **kw)
+        # For graph export (``static_attention``): a precomputed bias held as a buffer, so that an exported graph
+        # stores it as data, and explicit softmax attention, which every exporter and runtime understands.
+        self.register_buffer("static_bias", None, persistent=False)
+        self.explicit = False
         self._index_cache: dict[tuple[int, int, str], torch.Tensor] = {}
         # (grid_h, grid_w, dtype) -> (table version, bias): a camera's size needs its bias computed once
         self._bias_cache: dict[tuple[int, int, torch.dtype], tuple[tuple[int, int], torch.Tensor]] = {}
@@ -137,8 +144,16 @@ class Attention(nn.Module):
         qkv_bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B, heads, N, head_dim
-        bias = self.relative_position_bias(*grid_hw, q.dtype).unsqueeze(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if self.static_bias is not None:
+            bias = self.static_bias.to(q.dtype).unsqueeze(0)
+        else:
+            bias = self.relative_position_bias(*grid_hw, q.dtype).unsqueeze(0)
+        if self.explicit:
+            # softmax in fp32, as the fused kernels accumulate it: an explicit fp32 island in a reduced graph
+            scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-2, -1)).float() + bias.float()
+            out = torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -170,9 +185,17 @@ class Block(nn.Module):
         nn.init.constant_(self.gamma_1, LAYER_SCALE_INIT)
         nn.init.constant_(self.gamma_2, LAYER_SCALE_INIT)
 
+    def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        if not self.attn.explicit or x.dtype == torch.float32:
+            return norm(x)
+        # export: an explicit fp32 island (torch's reduced-precision kernels compute the statistics in fp32
+        # too; TensorRT's strongly-typed mode would otherwise run fp16 LayerNorm, which overflows after attention)
+        w, b = norm.weight.float(), norm.bias.float()
+        return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps).to(x.dtype)
+
     def forward(self, x: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
-        x = x + self.gamma_1 * self.attn(self.norm1(x), grid_hw)
-        return x + self.gamma_2 * self.mlp(self.norm2(x))
+        x = x + self.gamma_1 * self.attn(self._norm(self.norm1, x), grid_hw)
+        return x + self.gamma_2 * self.mlp(self._norm(self.norm2, x))
 
 
 class Beit(nn.Module):
@@ -203,3 +226,25 @@ class Beit(nn.Module):
             if i in hooks:
                 outputs.append(tokens)
         return outputs
+
+
+@contextmanager
+def static_attention(beit: Beit, grid_hw: tuple[int, int]) -> Iterator[None]:
+    """Within the block, every attention layer runs explicit softmax attention on a fixed, precomputed bias, and
+    in reduced precision the softmax and the layer norms compute in fp32 with explicit casts.
+
+    For exporting a graph at one input size: the bias (resampled table gathered per token pair) becomes a
+    constant tensor the exporter writes as data, instead of a resample-and-gather subgraph that a runtime would
+    fold at load time (tens of GB for BEiT-L). The numbers are those of the fused path up to float rounding.
+    """
+    layers = [block.attn for block in beit.blocks]
+    try:
+        with torch.no_grad():
+            for attn in layers:
+                attn.static_bias = attn._compute_bias(*grid_hw).contiguous()
+                attn.explicit = True
+        yield
+    finally:
+        for attn in layers:
+            attn.static_bias = None
+            attn.explicit = False

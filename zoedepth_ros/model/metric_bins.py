@@ -146,8 +146,8 @@ def log_binomial_probs(p: torch.Tensor, t: torch.Tensor, n_bins: int) -> torch.T
     """
     k = torch.arange(n_bins, device=p.device, dtype=p.dtype).view(1, -1, 1, 1)
     k_max = torch.full((1, 1, 1, 1), n_bins - 1, device=p.device, dtype=p.dtype)
-    q = torch.clamp(1 - p, PROB_EPS, 1)
-    p = torch.clamp(p, PROB_EPS, 1)
+    q = torch.clamp(1 - p, min=PROB_EPS, max=1.0)  # float bounds: an int bound breaks ONNX export
+    p = torch.clamp(p, min=PROB_EPS, max=1.0)
     y = log_binomial_coefficient(k_max, k) + k * torch.log(p) + (k_max - k) * torch.log(q)
     return torch.softmax(y / t, dim=1)
 

@@ -177,6 +177,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: cuda_graph on CUDA, eager on the CPU (default: auto)",
     )
     engine.add_argument(
+        "--backend",
+        choices=BY_NAME["backend"].choices,
+        default=BY_NAME["backend"].default,
+        help="torch, onnxruntime (ONNX graphs cached per size; TensorRT / CUDA / CPU provider) or auto "
+        "(default: %(default)s)",
+    )
+    engine.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=BY_NAME["channels_last"].default,
@@ -281,6 +288,7 @@ def engine_from_args(args: argparse.Namespace, prog: str, *, info=None, warn=Non
             flip_aug=args.flip_aug,
             info=info or say,
             warn=warn or say,
+            backend=getattr(args, "backend", "torch"),
         )
     except StartupError as e:
         fail(prog, str(e), EXIT_BAD_INPUT)

@@ -27,6 +27,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 
 from ..engine import Engine, FrameDropped, open_engine
+from ..engine.onnx.session import SessionSettings
 from ..engine.encodings import ImageError
 from ..engine.intrinsics import CameraInfoError
 from ..engine.pipeline import InFlight, Settings, batch_key
@@ -192,7 +193,9 @@ class ZoeDepthNode(LifecycleNode):
             pad_input=v["pad_input"],
             flip_aug=v["flip_aug"],
             info=logger.info,
-            warn=logger.warn,
+            warn=logger.warning,
+            backend=v["backend"],
+            ort_settings=SessionSettings(workspace_gb=v["tensorrt_workspace_gb"]),
         )
         self.device = self.engine.device
         self.checkpoint_path = self.engine.source

@@ -101,6 +101,21 @@ PARAMS: tuple[Param, ...] = (
         "auto (cuda_graph on CUDA, eager on CPU), eager, cuda_graph or compile (torch.compile)",
         choices=("auto", "eager", "cuda_graph", "compile"),
     ),
+    Param(
+        "backend",
+        "torch",
+        "torch; onnxruntime (an ONNX graph per camera size, made on first use and cached; TensorRT, then CUDA, "
+        "on a GPU, falling back to torch); auto (onnxruntime only where it passes the accuracy guard and is "
+        "measured faster than torch)",
+        choices=("torch", "onnxruntime", "auto"),
+    ),
+    Param(
+        "tensorrt_workspace_gb",
+        4.0,
+        "TensorRT's scratch memory limit for the onnxruntime backend's engine build (GB)",
+        low=0.25,
+        high=256.0,
+    ),
     Param("channels_last", True, "channels-last convolution weights on CUDA"),
     Param(
         "warmup",
