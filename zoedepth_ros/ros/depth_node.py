@@ -27,9 +27,9 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 
 from ..engine import Engine, FrameDropped, open_engine
-from ..engine.onnx.session import SessionSettings
 from ..engine.encodings import ImageError
 from ..engine.intrinsics import CameraInfoError
+from ..engine.onnx.session import SessionSettings
 from ..engine.pipeline import InFlight, Settings, batch_key
 from ..errors import StartupError
 from . import qos

@@ -131,10 +131,9 @@ def open_session(
     ort = import_onnxruntime()
     info = info or log.info
     wanted = ORT_MODES[mode]
-    if wanted not in ort.get_available_providers():
-        raise SessionError(
-            f"this onnxruntime ({ort.__version__}) has no {wanted}; available: {', '.join(ort.get_available_providers())}"
-        )
+    present = ort.get_available_providers()
+    if wanted not in present:
+        raise SessionError(f"this onnxruntime ({ort.__version__}) has no {wanted}; available: {', '.join(present)}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings about CPU fallbacks of shape ops are noise
     if settings.intra_op_threads:
