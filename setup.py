@@ -9,6 +9,7 @@ PACKAGE = "zoedepth_ros"
 # The oldest torch the package supports (README "Jetson": what NVIDIA's JetPack 6 wheels provide); a range, not a
 # pin, so that pip keeps a Jetson's torch. The installer pins the exact build (scripts/setup.sh, README).
 TORCH = "torch>=2.3"
+ONNX = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"]
 
 
 def requirements() -> list[str]:
@@ -29,8 +30,11 @@ setup(
         # a hung ROS test instead of letting it block CI.
         # opencv-python-headless: zoedepth-ros-predict's video input (pip install zoedepth_ros[video]).
         "video": ["opencv-python-headless"],
+        # zoedepth-ros-export and backend onnxruntime (CPU); a GPU machine installs onnxruntime-gpu instead
+        # (README, "ONNX Runtime and TensorRT")
+        "onnx": ONNX,
         # vermin: the Python 3.10 check (Humble's Ubuntu 22.04) in test_lint.
-        "test": ["pytest<8.4", "pytest-timeout", "ruff", "vermin", "transformers==4.57.6", "opencv-python-headless"],
+        "test": ["pytest<8.4", "pytest-timeout", "ruff", "vermin", "transformers==4.57.6", "opencv-python-headless", *ONNX],
         # the second distro leg of scripts/test.sh: the ROS tests only, no reference models
         "test-ros": ["pytest<8.4", "pytest-timeout"],
     },
@@ -52,6 +56,7 @@ setup(
             "zoedepth-ros-soak = zoedepth_ros.tools.soak:main",
             "zoedepth-ros-predict = zoedepth_ros.tools.predict:main",
             "zoedepth-ros-bag = zoedepth_ros.tools.bag:main",
+            "zoedepth-ros-export = zoedepth_ros.tools.export:main",
         ],
     },
 )

@@ -86,3 +86,56 @@ def test_cuda_graphs_on_a_cpu_node_stop_it_with_a_reason(tiny_checkpoint):
     )
     assert result.returncode == 1
     assert "execution cuda_graph needs a CUDA device" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def onnx_node(tiny_checkpoint, tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="backend onnxruntime needs onnxruntime (the test extra installs it)")
+    pytest.importorskip("onnxscript", reason="exporting needs onnxscript (the test extra installs it)")
+    mp = pytest.MonkeyPatch()
+    env = use_domain(mp, DOMAIN + 1)
+    cache = tmp_path_factory.mktemp("onnx_cache")
+    env["ZOEDEPTH_ROS_CACHE"] = str(cache)
+    log = tmp_path_factory.mktemp("node_onnx") / "node.log"
+    proc = start_node(
+        {
+            "checkpoint": tiny_checkpoint("nk"),
+            "device": "cpu",
+            "precision": "fp32",
+            "execution": "eager",
+            "backend": "onnxruntime",
+        },
+        env,
+        log,
+    )
+    graph = Graph()
+    try:
+        graph.wait_for_node(proc, log, timeout=240)  # two exports: the guard's probe size and the camera's
+        yield graph, log, cache
+    finally:
+        graph.close()
+        stop_node(proc)
+        mp.undo()
+
+
+@pytest.mark.timeout(600)
+def test_onnxruntime_node_publishes_the_torch_models_depth(onnx_node, tiny_checkpoint):
+    graph, log, cache = onnx_node
+    model = load(tiny_checkpoint("nk"))
+    for seed, stamp in ((7, 1_700_000_200_000_000_000), (8, 1_700_000_201_000_000_000)):
+        pixels = rgb_image(seed)
+        msg = graph.request(pixels, stamp)
+        depth = np.frombuffer(msg.data, dtype="<f4").reshape(msg.height, msg.width)
+        rgb = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+        expected = model.predict(rgb, pad_input=True, flip_aug=False).depth[0, 0].numpy()
+        np.testing.assert_allclose(depth, expected, rtol=0, atol=1e-4)
+    graph.wait(
+        lambda: diagnostics(graph).get("backend", "").startswith("onnxruntime"), "diagnostics naming the backend"
+    )
+    diag = diagnostics(graph)
+    assert diag["backend"] == "onnxruntime (CPUExecutionProvider)" and diag["execution"] == "ort_cpu"
+    assert diag["fallbacks"] == "0"
+    height, width = rgb_image(7).shape[:2]
+    files = sorted(p.name for p in (cache / "onnx").glob("*.onnx"))
+    assert any(name.startswith(f"nk_{width}x{height}_b1_pad_noflip_auto_fp32_") for name in files), files
+    assert "accuracy guard fp32 ort_cpu: passed" in log.read_text()

@@ -8,7 +8,10 @@ Sections (``--sections``, all by default):
   e2e       the node end to end over real DDS: a camera process at a set rate, the node, a timing subscriber;
   host      host-side cost per frame: conversions, cloud packing on one core, message building, publishing;
   bag       zoedepth-ros-bag on a synthetic bag vs the engine's model-only frames per second, same run and engine;
-  cameras   1..N cameras at --e2e-size on one node vs one node each: depth rate, latency per camera, memory.
+  cameras   1..N cameras at --e2e-size on one node vs one node each: depth rate, latency per camera, memory;
+  backends  torch rungs vs onnxruntime (CPU provider here; CUDA and TensorRT on a GPU) at --backends-size, as
+            speed ratios to fp32 eager with each one's max depth difference, plus the ONNX export and the memory
+            of a default-options onnxruntime session (needs onnx, onnxscript, onnxruntime).
 Prints a table per section and the targets, and writes everything to ``--json``.
 
 Weights: ``--checkpoint`` (an official name in the weights cache, a .pt or a transformers folder) or ``--random``
@@ -70,7 +73,7 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-SECTIONS = ("model", "paths", "e2e", "host", "bag", "cameras")
+SECTIONS = ("model", "paths", "e2e", "host", "bag", "cameras", "backends")
 RANDOM_CHOICES = ("nk", "n", "k", "tiny-nk", "tiny-n", "tiny-k")
 
 
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cameras-rate", type=float, default=10.0, help="cameras section: Hz per camera")
     p.add_argument("--cameras-duration", type=float, default=10.0, help="cameras section: measured seconds per run")
+    p.add_argument("--backends-size", type=_size, default=(480, 640), help="backends section: camera size")
     p.add_argument("--json", type=Path, help="write the full report here")
     return p
 
@@ -340,6 +344,41 @@ def render(report: dict[str, Any]) -> str:
             )
         else:
             parts.append(f"(f) several cameras: {cams.get('skipped') or cams.get('error')}")
+    backends = report.get("backends")
+    if backends:
+        if "rows" in backends:
+            rows = [
+                [
+                    r["backend"],
+                    r["precision"],
+                    r["mode"],
+                    r.get("p50_ms"),
+                    r.get("speed_vs_torch_fp32_eager"),
+                    r.get("max_abs_diff_m"),
+                    r.get("routing_identical"),
+                    r.get("error", "")[:60],
+                ]
+                for r in backends["rows"]
+            ]
+            parts.append(
+                _table(
+                    f"(g) backends at {backends['size']}, pad, no flip (weights {backends['weights_mb']:.0f} MB)",
+                    ["backend", "precision", "mode", "p50 ms", "x fp32 eager", "max diff m", "same routing", "error"],
+                    rows,
+                )
+            )
+            for name, onnx in backends.get("onnx", {}).items():
+                parts.append(
+                    f"    {name}: {onnx.get('file_mb', 0):.0f} MB; default onnxruntime session: "
+                    + (
+                        f"peak {onnx['session_peak_mb']:.0f} MB after creation ({onnx['session_create_s']:.1f} s), "
+                        f"{onnx['run_peak_mb']:.0f} MB after one frame (process baseline {onnx['baseline_mb']:.0f} MB)"
+                        if "session_peak_mb" in onnx
+                        else onnx.get("error", "not measured")
+                    )
+                )
+        else:
+            parts.append(f"(g) backends: {backends.get('error')}")
     targets = report.get("targets", [])
     if targets:
         rows = [
@@ -422,6 +461,16 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
     if "cameras" in args.sections:
         log("(f) several cameras: one node vs one node per camera")
         report["cameras"] = _cameras(args, model, device, info, log)
+    if "backends" in args.sections:
+        log("(g) backends: torch vs onnxruntime")
+        try:
+            from ..benchmarks.backends import measure_backends
+
+            report["backends"] = measure_backends(
+                model, device, args.backends_size, warmup=min(args.warmup, 2), iters=max(3, args.iters // 5), log=log
+            )
+        except Exception as e:  # the other sections still count
+            report["backends"] = {"error": f"{type(e).__name__}: {e}"}
     report["targets"] = targets.check(report)
     if report.get("cameras", {}).get("target", {}).get("target"):
         report["targets"].append({"note": "RSS (and device) memory ratio", **report["cameras"]["target"]})
