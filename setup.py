@@ -34,7 +34,15 @@ setup(
         # (README, "ONNX Runtime and TensorRT")
         "onnx": ONNX,
         # vermin: the Python 3.10 check (Humble's Ubuntu 22.04) in test_lint.
-        "test": ["pytest<8.4", "pytest-timeout", "ruff", "vermin", "transformers==4.57.6", "opencv-python-headless", *ONNX],
+        "test": [
+            "pytest<8.4",
+            "pytest-timeout",
+            "ruff",
+            "vermin",
+            "transformers==4.57.6",
+            "opencv-python-headless",
+            *ONNX,
+        ],
         # the second distro leg of scripts/test.sh: the ROS tests only, no reference models
         "test-ros": ["pytest<8.4", "pytest-timeout"],
     },
