@@ -122,3 +122,43 @@ def test_a_batch_of_frames_on_the_gpu_equals_each_frame_alone(model, mode):
             np.testing.assert_allclose(depth_a, depth_b, rtol=0, atol=1e-5, equal_nan=True)
     if mode == "cuda_graph":
         assert sorted(k.shape[0] for k in engine.runner._graphs) == [1, 4]
+
+
+def _ort_modes() -> list[str]:
+    try:
+        from zoedepth_ros.engine.onnx.session import available_modes
+
+        return [m for m in available_modes() if m != "ort_cpu"]
+    except Exception:
+        return []
+
+
+@pytest.mark.parametrize("mode", ["ort_cuda", "ort_tensorrt"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_onnxruntime_gpu_providers_equal_torch_with_device_tensors(model, mode, precision, tmp_path):
+    """I/O binding on the GPU: the frame and the outputs stay torch CUDA tensors; depth within the guard."""
+    if mode not in _ort_modes():
+        pytest.skip(f"this onnxruntime has no {mode} (onnxruntime-gpu, and TensorRT's libraries for TensorRT)")
+    from zoedepth_ros.engine.onnx.runner import OrtRunner
+    from zoedepth_ros.engine.onnx.session import SessionSettings
+
+    runner = OrtRunner(
+        model,
+        CUDA,
+        mode=mode,
+        precision=precision,
+        weights_id=lambda: "test",
+        settings=SessionSettings(cache_root=tmp_path),
+    )
+    images = probe_images(H, W, device=CUDA)
+    reference = reference_results(model, images, pad_input=True, flip_aug=True)
+    for x, ref in zip(images, reference, strict=True):
+        out = runner(x, pad_input=True, flip_aug=True)
+        assert out.depth.device.type == "cuda" and out.head_indices.device.type == "cuda"
+        assert out.heads == ref.heads
+        if precision == "fp32":
+            torch.testing.assert_close(out.depth, ref.depth, rtol=0, atol=1e-4)
+    report = guard(reference, lambda x: settled(runner(x, pad_input=True, flip_aug=True)), images, runner.describe())
+    assert report.passed, report
+    if mode == "ort_tensorrt":
+        assert any((tmp_path / "tensorrt").rglob("*")), "no TensorRT engine cache written"
