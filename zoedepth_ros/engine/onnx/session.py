@@ -68,13 +68,27 @@ def available_modes() -> list[str]:
 
 
 def tensorrt_version() -> str:
-    """The TensorRT library version onnxruntime will load (best effort: the Python package's, else "unknown")."""
+    """The TensorRT library version onnxruntime will load: the Python package's, else libnvinfer's own
+    ``getInferLibVersion`` (JetPack installs TensorRT system-wide, outside a venv), else "unknown"."""
     try:
         import tensorrt
 
         return tensorrt.__version__
     except Exception:
-        return "unknown"
+        pass
+    import ctypes
+
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+        try:
+            lib = ctypes.CDLL(name)
+            lib.getInferLibVersion.restype = ctypes.c_int32
+            v = int(lib.getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+        # 8.x encodes major*1000 + minor*100 + patch; 10.x major*10000 + minor*100 + patch
+        major, rest = (v // 10000, v % 10000) if v >= 10000 else (v // 1000, v % 1000)
+        return f"{major}.{rest // 100}.{rest % 100}"
+    return "unknown"
 
 
 def engine_cache_for(device: torch.device, settings: SessionSettings) -> Path:
