@@ -40,6 +40,11 @@ AUDITED: dict[str, str] = {
     "torch.Size": OLD,
     "torch.Tensor": OLD,
     "torch.__version__": OLD,
+    "torch.cuda.get_device_capability": OLD,
+    "torch.int64": OLD,
+    "torch.matmul": OLD,
+    "torch.nn.functional.layer_norm": OLD,
+    "torch.onnx.export": "2.5",  # dynamo= since 2.5; torch_compat.onnx_export says so on older torch
     "torch.aminmax": "1.11",
     "torch.arange": OLD,
     "torch.backends.cudnn.benchmark": OLD,

@@ -13,6 +13,8 @@ a frozen dataclass inside a ``fullgraph`` trace in torch 2.3 (recent torch can).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -49,3 +51,16 @@ def reflect_pad(x: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
     if x.dtype in CPU_REFLECT_PAD_UPCAST and x.device.type == "cpu":
         return F.pad(x.float(), pads, mode="reflect").to(x.dtype)
     return F.pad(x, pads, mode="reflect")
+
+
+# The torch.export-based ONNX exporter (torch.onnx.export(dynamo=True)): torch 2.5 and later. The TorchScript
+# exporter of older torch cannot export this model (it traces Python arithmetic on shapes), so there is no fallback:
+# ``engine.onnx.export`` says to export on a machine with a newer torch.
+ONNX_DYNAMO_EXPORT = "dynamo" in inspect.signature(torch.onnx.export).parameters
+
+
+def onnx_export(module: torch.nn.Module, args: tuple, **kwargs):
+    """``torch.onnx.export(module, args, dynamo=True, **kwargs)``: the ONNXProgram (torch >= 2.5 only)."""
+    if not ONNX_DYNAMO_EXPORT:
+        raise RuntimeError(f"torch {torch.__version__} has no torch.export-based ONNX exporter (torch >= 2.5 has)")
+    return torch.onnx.export(module, args, dynamo=True, **kwargs)

@@ -42,7 +42,7 @@ def exporter_versions() -> dict[str, str]:
     """The versions an exported file depends on besides the weights and the spec."""
     from .export import OPSET
 
-    versions = {"zoedepth_ros": __version__, "torch": torch.__version__.split("+")[0], "opset": str(OPSET)}
+    versions = {"zoedepth_ros": __version__, "torch": torch.__version__, "opset": str(OPSET)}
     try:
         import onnxscript
 

@@ -22,10 +22,10 @@ import torch
 
 from ... import __version__
 from ...model import ZoeDepth, precision_of, set_precision
+from ...model.torch_compat import ONNX_DYNAMO_EXPORT, onnx_export
 from .graph import INPUT, ExportSpec, StaticPredict, output_names
 
 OPSET = 18  # >= 17 (LayerNormalization); what TensorRT 8.6+ and onnxruntime 1.16+ parse
-EXPORT_MIN_TORCH = (2, 6)  # the torch.export-based exporter that handles this model (dynamo=True)
 DATA_SUFFIX = ".data"
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,12 @@ class ExportResult:
     metadata: dict[str, str]
 
 
-def torch_version_tuple(version: str = torch.__version__) -> tuple[int, int]:
-    major, minor = version.split("+")[0].split(".")[:2]
-    return int(major), int(minor)
-
-
 def check_exporter() -> None:
     """ExportError naming what to install when this environment cannot export."""
-    if torch_version_tuple() < EXPORT_MIN_TORCH:
-        need = ".".join(map(str, EXPORT_MIN_TORCH))
+    if not ONNX_DYNAMO_EXPORT:
         raise ExportError(
-            f"exporting needs torch >= {need} (this is {torch.__version__}); export on a machine with a newer "
-            "torch and copy the .onnx file (README, 'ONNX Runtime and TensorRT')"
+            f"exporting needs torch's torch.export-based ONNX exporter (torch >= 2.5; this is {torch.__version__}): "
+            "export on a machine with a newer torch and copy the .onnx file (README, 'ONNX Runtime and TensorRT')"
         )
     for name in ("onnx", "onnxscript"):
         try:
@@ -140,10 +134,9 @@ def _export_program(wrapper: StaticPredict):
     example = wrapper.example_input().to(next(wrapper.parameters()).device)
     with wrapper.exporting(), warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
-        return torch.onnx.export(
+        return onnx_export(
             wrapper,
             (example,),
-            dynamo=True,
             opset_version=OPSET,
             input_names=[INPUT],
             output_names=list(output_names(wrapper.model)),
