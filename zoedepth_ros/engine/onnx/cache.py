@@ -1,7 +1,7 @@
 """Where exported graphs and TensorRT engines live, named by everything they depend on.
 
-An ONNX file depends on the weights (checkpoint SHA-256), the ``ExportSpec`` and the exporter (torch, onnxscript,
-this package and the opset): a change of any of them gives a new file name, so a stale graph is never used. A
+An ONNX file depends on the weights (checkpoint SHA-256), the ``ExportSpec``, this package's version and the
+opset: a change of any of them gives a new file name, so a stale graph is never used. A
 TensorRT engine depends further on the GPU and on the TensorRT and onnxruntime versions, so an upgraded JetPack
 gets a fresh engine folder (and rebuilds) instead of failing on an engine it cannot load.
 
@@ -39,17 +39,12 @@ def onnx_cache_dir(root: Path | None = None) -> Path:
 
 
 def exporter_versions() -> dict[str, str]:
-    """The versions an exported file depends on besides the weights and the spec."""
+    """The versions a file's meaning depends on besides the weights and the spec: this package's (the graph it
+    exports) and the opset. Not torch's or onnxscript's that made it (they are in its metadata): a file exported on a
+    workstation is then found by a robot whose torch cannot export (JetPack 6.0's 2.3)."""
     from .export import OPSET
 
-    versions = {"zoedepth_ros": __version__, "torch": torch.__version__, "opset": str(OPSET)}
-    try:
-        import onnxscript
-
-        versions["onnxscript"] = onnxscript.__version__
-    except ImportError:
-        versions["onnxscript"] = "absent"
-    return versions
+    return {"zoedepth_ros": __version__, "opset": str(OPSET)}
 
 
 def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
