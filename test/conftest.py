@@ -59,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     tests still collect (and skip with their reason) without unknown-mark warnings."""
     config.addinivalue_line("markers", "timeout(seconds): fail the test after that long (pytest-timeout)")
     config.addinivalue_line("markers", "launch(fixture): a launch_pytest test (the ROS 2 launch tools)")
+    config.addinivalue_line("markers", "slow: among the slowest tests (minutes, full-size models); -m 'not slow' skips")
     config.addinivalue_line(
         "markers",
         "ros: needs ROS 2 (rclpy, the launch tools or rosbags); set by the module's imports, so that the second "

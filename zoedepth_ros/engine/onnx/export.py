@@ -92,7 +92,9 @@ def export_onnx(
     """Export ``model`` (fp32 or already in ``spec.precision``) to ``path`` for ``spec``; replaces ``path``.
 
     Written in a temporary folder beside ``path`` and moved into place, data first, so that a reader never sees
-    a half-written file. Raises ExportError (the exporter's own message as the cause) on any failure.
+    a half-written file. Raises ValueError for a spec this model cannot run (routing on an N / K model, a size
+    too elongated for the network) and ExportError (the exporter's own message as the cause) for any other
+    failure.
     """
     check_exporter()
     path = Path(path)
@@ -104,9 +106,10 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
         staged = Path(tmp) / path.name
         try:
-            program = _export_program(wrapper)
-            program.model.metadata_props.update(metadata)
-            program.save(staged)
+            with _quiet_exporter():
+                program = _export_program(wrapper)
+                program.model.metadata_props.update(metadata)
+                program.save(staged)
         except ExportError:
             raise
         except Exception as e:
@@ -132,7 +135,7 @@ def export_onnx(
 def _export_program(wrapper: StaticPredict):
     """torch.onnx.export (torch.export based) of the wrapper, quietly: its progress lines are not ours."""
     example = wrapper.example_input().to(next(wrapper.parameters()).device)
-    with wrapper.exporting(), warnings.catch_warnings(), _quiet_exporter():
+    with wrapper.exporting(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return onnx_export(
             wrapper,
@@ -150,8 +153,15 @@ def _quiet_exporter():
     import io
 
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        yield
+    # onnx_ir warns that a constant output (the head of an N / K or forced-routing graph) is not deduplicated
+    ir_log = logging.getLogger("onnx_ir")
+    level = ir_log.level
+    ir_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        ir_log.setLevel(level)
     for line in buffer.getvalue().splitlines():
         log.debug("%s", line)
 
