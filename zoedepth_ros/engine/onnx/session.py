@@ -118,7 +118,6 @@ def providers_for(mode: str, device: torch.device, precision: str, settings: Ses
         "trt_max_workspace_size": int(settings.workspace_gb * (1 << 30)),
         # the graph carries its own types (fp32 islands as casts); fp16 kernels only where the graph is fp16
         "trt_fp16_enable": precision == "fp16",
-        "trt_bf16_enable": precision == "bf16",
         "trt_layer_norm_fp32_fallback": True,
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(cache),
@@ -126,6 +125,8 @@ def providers_for(mode: str, device: torch.device, precision: str, settings: Ses
         "trt_timing_cache_path": str(cache),
         "user_compute_stream": stream,
     }
+    if precision == "bf16":  # only then: onnxruntime before 1.20 rejects the option as unknown
+        trt["trt_bf16_enable"] = True
     return [("TensorrtExecutionProvider", trt), cuda]
 
 
