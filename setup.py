@@ -23,6 +23,8 @@ setup(
     version="0.1.0",
     description="ZoeDepth metric monocular depth for ROS 2, in plain torch",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # the bag tools' DepthRouting definition travels with the code (a link to msg/DepthRouting.msg, the one source)
+    package_data={f"{PACKAGE}.offline": ["DepthRouting.msg"]},
     python_requires=">=3.10",
     install_requires=[TORCH, *requirements()],
     extras_require={

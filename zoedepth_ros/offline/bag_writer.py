@@ -34,15 +34,27 @@ class OutputError(Exception):
     """OUTPUT cannot be written (exists without --force, or its folder is unusable); one line."""
 
 
-def routing_definition() -> str:
-    """The text of msg/DepthRouting.msg: beside the sources (a checkout), or installed under share/zoedepth_ros."""
-    candidates = [Path(__file__).resolve().parent.parent / "msg" / "DepthRouting.msg"]
+ROUTING_MSG = "DepthRouting.msg"  # package data: a link to msg/DepthRouting.msg, copied into wheels (setup.py)
+
+
+def routing_definition_path() -> Path:
+    """Where msg/DepthRouting.msg is read from: the package's own copy (every pip install, editable or not, a
+    wheel on a Ray worker), else an ament prefix's share/zoedepth_ros/msg (a colcon install)."""
+    candidates = [Path(__file__).resolve().with_name(ROUTING_MSG)]
     prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
-    candidates += [Path(p) / "share" / "zoedepth_ros" / "msg" / "DepthRouting.msg" for p in prefixes if p]
+    candidates += [Path(p) / "share" / "zoedepth_ros" / "msg" / ROUTING_MSG for p in prefixes if p]
     for path in candidates:
         if path.is_file():
-            return path.read_text()
-    raise OutputError("msg/DepthRouting.msg not found (beside the package or in share/zoedepth_ros/msg)")
+            return path
+    raise OutputError(
+        f"{ROUTING_MSG} not found (zoedepth_ros/offline/{ROUTING_MSG} in the package, or share/zoedepth_ros/msg in "
+        "an ament prefix): reinstall the package"
+    )
+
+
+def routing_definition() -> str:
+    """The text of msg/DepthRouting.msg (see ``routing_definition_path``)."""
+    return routing_definition_path().read_text()
 
 
 def output_typestore():
