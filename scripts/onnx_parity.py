@@ -55,12 +55,13 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--variants", default="nk,n,k")
     p.add_argument("--json", type=Path)
+    p.add_argument("--cases", default=",".join(map(str, range(len(CASES)))), help="indices into CASES")
     args = p.parse_args()
     out = open(args.json, "a") if args.json else None
     for variant in args.variants.split(","):
         torch.manual_seed(0)
         model = ZoeDepth(PRESETS[variant]).eval()
-        for h, w, b, pad, flip in CASES:
+        for h, w, b, pad, flip in [CASES[int(i)] for i in args.cases.split(",")]:
             spec = ExportSpec(h, w, b, pad, flip)
             x, mixed = images(h, w, b, model)
             with tempfile.TemporaryDirectory() as tmp:
