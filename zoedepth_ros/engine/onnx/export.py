@@ -153,15 +153,18 @@ def _quiet_exporter():
     import io
 
     buffer = io.StringIO()
-    # onnx_ir warns that a constant output (the head of an N / K or forced-routing graph) is not deduplicated
-    ir_log = logging.getLogger("onnx_ir")
-    level = ir_log.level
-    ir_log.setLevel(logging.ERROR)
+    # onnx_ir warns that a constant output (the head of an N / K or forced-routing graph) is not deduplicated;
+    # the exporter's registry, that torchvision (which this package never uses) is absent
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(buffer):
             yield
     finally:
-        ir_log.setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
     for line in buffer.getvalue().splitlines():
         log.debug("%s", line)
 
