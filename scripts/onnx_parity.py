@@ -25,6 +25,9 @@ from zoedepth_ros.engine.onnx.export import export_onnx, remove_export
 from zoedepth_ros.engine.onnx.graph import ExportSpec, StaticPredict
 from zoedepth_ros.model import PRESETS, ZoeDepth
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+from model_fixtures import randomize_  # non-degenerate weights: layer scale, biases, bias tables
+
 CASES = [  # (height, width, batch, pad, flip)
     (480, 640, 1, True, False),
     (480, 640, 1, True, True),
@@ -55,12 +58,15 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--variants", default="nk,n,k")
     p.add_argument("--json", type=Path)
+    p.add_argument("--randomize", action="store_true", help="the tests' non-degenerate random weights, not init's")
     p.add_argument("--cases", default=",".join(map(str, range(len(CASES)))), help="indices into CASES")
     args = p.parse_args()
     out = open(args.json, "a") if args.json else None
     for variant in args.variants.split(","):
         torch.manual_seed(0)
         model = ZoeDepth(PRESETS[variant]).eval()
+        if args.randomize:
+            randomize_(model, seed=0)
         for h, w, b, pad, flip in [CASES[int(i)] for i in args.cases.split(",")]:
             spec = ExportSpec(h, w, b, pad, flip)
             x, mixed = images(h, w, b, model)
