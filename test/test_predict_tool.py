@@ -356,3 +356,20 @@ def test_numeric_options_refuse_bad_values_in_one_line(option, text, expected, c
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument {option}: expected {expected}, got {text!r}")
     args = predict.build_parser().parse_args(["x.png", "--fx", "500.5", "--cx", "-3", "--every", "2"])
     assert (args.fx, args.cx, args.every) == (500.5, -3.0, 2)
+
+
+def test_backend_onnxruntime_writes_the_engines_depth(engine, tiny_checkpoint, tmp_path: Path, monkeypatch) -> None:
+    """--backend onnxruntime reaches the engine: the ONNX graph serves (cached under ZOEDEPTH_ROS_CACHE), and its
+    depth file equals the torch engine's within 1e-4 m."""
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime (the test extra installs it)")
+    pytest.importorskip("onnxscript", reason="exporting needs onnxscript (the test extra installs it)")
+    monkeypatch.setenv("ZOEDEPTH_ROS_CACHE", str(tmp_path / "cache"))
+    Image.fromarray(picture(48, 64, 5)).save(tmp_path / "a.png")
+    common = ["--checkpoint", str(tiny_checkpoint("nk")), "--device", "cpu", "--precision", "fp32", "--format", "npy"]
+    status, summary = run([str(tmp_path / "a.png"), *common, "--backend", "onnxruntime"], tmp_path)
+    assert status == 0 and summary["frames_out"] == 1
+    assert summary["engine"]["rung"] == "fp32 ort_cpu" and summary["engine"]["fallbacks"] == 0
+    depth = np.load(tmp_path / "a_depth.npy")
+    np.testing.assert_allclose(depth, reference(engine, picture(48, 64, 5)), rtol=0, atol=1e-4)
+    graphs = sorted(p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert any(name.startswith("nk_64x48_b1_pad_noflip_auto_fp32_") for name in graphs), graphs
