@@ -27,7 +27,15 @@ PYTHON_REQUIREMENTS = {
     "rosbags": ("rosbags", None),
 }
 TORCH = "torch"  # declared by setup.py as a range (a Jetson keeps NVIDIA's build), installed by the user
-OPTIONAL = {"transformers": "test", "cv2": "video"}  # imported only where that extra is installed
+# imported only where that extra is installed (tensorrt: beside onnxruntime-gpu on a GPU machine, README)
+OPTIONAL = {
+    "transformers": "test",
+    "cv2": "video",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
+    "tensorrt": "onnxruntime-gpu's TensorRT, installed by the user",
+}
 INDIRECT = {"apsw": "rosbags"}  # a requirement's own dependency, imported (guarded) for its error class
 # ROS packages the code imports (Python module -> package.xml key); the message packages are their own keys.
 ROS_MODULES = {"rclpy", "launch", "launch_ros", "ament_index_python"}
