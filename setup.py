@@ -10,6 +10,7 @@ PACKAGE = "zoedepth_ros"
 # pin, so that pip keeps a Jetson's torch. The installer pins the exact build (scripts/setup.sh, README).
 TORCH = "torch>=2.3"
 ONNX = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"]
+FLEET = ["ray>=2.9"]  # zoedepth-ros-fleet: the offline tools on a Ray cluster
 
 
 def requirements() -> list[str]:
@@ -35,6 +36,7 @@ setup(
         # zoedepth-ros-export and backend onnxruntime (CPU); a GPU machine installs onnxruntime-gpu instead
         # (README, "ONNX Runtime and TensorRT")
         "onnx": ONNX,
+        "fleet": FLEET,
         # vermin: the Python 3.10 check (Humble's Ubuntu 22.04) in test_lint.
         "test": [
             "pytest<8.4",
@@ -44,6 +46,7 @@ setup(
             "transformers==4.57.6",
             "opencv-python-headless",
             *ONNX,
+            *FLEET,
         ],
         # the second distro leg of scripts/test.sh: the ROS tests only, no reference models
         "test-ros": ["pytest<8.4", "pytest-timeout"],
@@ -67,6 +70,7 @@ setup(
             "zoedepth-ros-predict = zoedepth_ros.tools.predict:main",
             "zoedepth-ros-bag = zoedepth_ros.tools.bag:main",
             "zoedepth-ros-export = zoedepth_ros.tools.export:main",
+            "zoedepth-ros-fleet = zoedepth_ros.tools.fleet:main",
         ],
     },
 )

@@ -35,6 +35,7 @@ OPTIONAL = {
     "onnxscript": "onnx",
     "onnxruntime": "onnx",
     "tensorrt": "onnxruntime-gpu's TensorRT, installed by the user",
+    "ray": "fleet",
 }
 INDIRECT = {"apsw": "rosbags"}  # a requirement's own dependency, imported (guarded) for its error class
 # ROS packages the code imports (Python module -> package.xml key); the message packages are their own keys.

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -298,3 +299,35 @@ class BagJob:
         if reason not in self._logged:
             self._logged.add(reason)
             self.log(f"{message} (further ones are only counted, as {reason})")
+
+
+def run_bag(
+    input_path: Path,
+    output_path: Path,
+    engine: Callable[[], Engine],
+    settings: Settings,
+    options: BagOptions,
+    summary: Summary,
+    *,
+    storage: str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+    progress: Callable[[int | None], Progress] | None = None,
+) -> None:
+    """One bag, start to end: checks, the output bag (written aside, renamed when complete), the job.
+
+    ``engine`` is called once the bag is known to have cameras (``zoedepth-ros-bag`` loads the model only then; a
+    fleet worker returns the engine it holds). Raises BagError / OutputError for bad input.
+    """
+    from .bag_writer import OutputError, output_typestore
+
+    src, dst = Path(input_path).resolve(), Path(output_path).resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise OutputError(f"OUTPUT {output_path} and INPUT {input_path} overlap; write the new bag elsewhere")
+    with BagSource(input_path) as source:
+        output = BagOutput(output_path, storage or source.storage, output_typestore(), force=force)
+        discover(source.topics(), options.cameras)  # fail on a bag without cameras before loading the model
+        eng = engine()
+        summary.set_engine(eng)
+        job = BagJob(eng, settings, options, summary, log=log, progress=progress)
+        job.run(source, output)

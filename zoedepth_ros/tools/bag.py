@@ -19,9 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..offline.bag_job import BagJob, BagOptions
-from ..offline.bag_reader import BagError, BagSource, discover
-from ..offline.bag_writer import STORAGES, BagOutput, OutputError, output_typestore
+from ..offline.bag_job import BagOptions, run_bag
+from ..offline.bag_reader import BagError
+from ..offline.bag_writer import STORAGES, OutputError
 from ..offline.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -45,11 +45,8 @@ BATCH = number(int, f"an integer 1..{MAX_BATCH}", lambda v: 1 <= v <= MAX_BATCH)
 SECONDS = number(float, "seconds >= 0", lambda v: v >= 0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", type=Path, metavar="INPUT", help="rosbag2 folder (mcap or sqlite3), or one .mcap / .db3")
-    p.add_argument("output", type=Path, metavar="OUTPUT", help="the new bag folder")
-    bag = p.add_argument_group("bag")
+def add_bag_options(bag) -> None:
+    """How each bag is processed (zoedepth-ros-bag and zoedepth-ros-fleet share these)."""
     bag.add_argument(
         "--camera",
         action="append",
@@ -78,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bag.add_argument("--storage", choices=STORAGES, help="storage of OUTPUT (default: that of INPUT)")
     bag.add_argument("--copy-input", action="store_true", help="also copy every input topic (in range) to OUTPUT")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, metavar="INPUT", help="rosbag2 folder (mcap or sqlite3), or one .mcap / .db3")
+    p.add_argument("output", type=Path, metavar="OUTPUT", help="the new bag folder")
+    bag = p.add_argument_group("bag")
+    add_bag_options(bag)
     bag.add_argument("--force", action="store_true", help="replace an existing OUTPUT bag")
     bag.add_argument("--summary-json", metavar="PATH", help="write a machine-readable summary to PATH (- for stdout)")
     bag.add_argument("--quiet", action="store_true", help="no progress bar or lines (errors and summary still print)")
@@ -89,10 +94,8 @@ def _log(line: str) -> None:
     print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace, summary: Summary) -> None:
-    """Everything after argument parsing; raises BagError / OutputError / ToolExit for bad input."""
-    settings = settings_from_args(args)
-    options = BagOptions(
+def bag_options_from_args(args: argparse.Namespace) -> BagOptions:
+    return BagOptions(
         cameras=tuple(args.camera),
         start=args.start,
         end=args.end,
@@ -101,28 +104,34 @@ def run(args: argparse.Namespace, summary: Summary) -> None:
         copy_input=args.copy_input,
         camera_info_tolerance=args.camera_info_tolerance,
     )
-    src, dst = args.input.resolve(), args.output.resolve()
-    if dst == src or src in dst.parents or dst in src.parents:
-        raise OutputError(f"OUTPUT {args.output} and INPUT {args.input} overlap; write the new bag elsewhere")
-    with BagSource(args.input) as source:
-        output = BagOutput(args.output, args.storage or source.storage, output_typestore(), force=args.force)
-        discover(source.topics(), options.cameras)  # fail on a bag without cameras before loading the model
-        engine = engine_from_args(args, PROG, info=_log if not args.quiet else (lambda line: None), warn=_log)
-        summary.set_engine(engine)
-        progress: list[Progress] = []
 
-        def make_progress(total: int | None) -> Progress:
-            progress.append(Progress(total, PROG, disable=args.quiet))
-            return progress[-1]
 
-        def log(line: str) -> None:
-            if progress and not progress[-1].disable:
-                progress[-1].write(f"{PROG}: {line}")
-            else:
-                _log(line)
+def run(args: argparse.Namespace, summary: Summary) -> None:
+    """Everything after argument parsing; raises BagError / OutputError / ToolExit for bad input."""
+    progress: list[Progress] = []
 
-        job = BagJob(engine, settings, options, summary, log=log, progress=make_progress)
-        job.run(source, output)
+    def make_progress(total: int | None) -> Progress:
+        progress.append(Progress(total, PROG, disable=args.quiet))
+        return progress[-1]
+
+    def log(line: str) -> None:
+        if progress and not progress[-1].disable:
+            progress[-1].write(f"{PROG}: {line}")
+        else:
+            _log(line)
+
+    run_bag(
+        args.input,
+        args.output,
+        lambda: engine_from_args(args, PROG, info=_log if not args.quiet else (lambda line: None), warn=_log),
+        settings_from_args(args),
+        bag_options_from_args(args),
+        summary,
+        storage=args.storage,
+        force=args.force,
+        log=log,
+        progress=make_progress,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
