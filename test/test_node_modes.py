@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,30 +21,34 @@ pytestmark = test_node_dds.pytestmark  # skipped, with the reason, where test_no
 DOMAIN = DOMAIN_ID + 2  # its own domain: never sees the other modules' nodes
 
 
-@pytest.fixture(scope="module")
-def bf16_node(tiny_checkpoint, tmp_path_factory):
+@contextmanager
+def running_node(params: dict, domain: int, log, extra_env: dict | None = None, timeout: float = 90.0):
+    """A node process with ``params`` on its own domain, and our Graph on it, until the block ends."""
     mp = pytest.MonkeyPatch()
-    env = use_domain(mp, DOMAIN)
-    log = tmp_path_factory.mktemp("node_bf16") / "node.log"
-    proc = start_node(
-        {
-            "checkpoint": tiny_checkpoint("nk"),
-            "device": "cpu",
-            "precision": "bf16",
-            "execution": "eager",
-            "routing": "indoor",
-        },
-        env,
-        log,
-    )
+    env = {**use_domain(mp, domain), **(extra_env or {})}
+    proc = start_node(params, env, log)
     graph = Graph()
     try:
-        graph.wait_for_node(proc, log)
-        yield graph, log
+        graph.wait_for_node(proc, log, timeout=timeout)
+        yield graph
     finally:
         graph.close()
         stop_node(proc)
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def bf16_node(tiny_checkpoint, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node_bf16") / "node.log"
+    params = {
+        "checkpoint": tiny_checkpoint("nk"),
+        "device": "cpu",
+        "precision": "bf16",
+        "execution": "eager",
+        "routing": "indoor",
+    }
+    with running_node(params, DOMAIN, log) as graph:
+        yield graph, log
 
 
 def test_bf16_node_publishes_the_bf16_models_depth(bf16_node, tiny_checkpoint):
@@ -92,30 +97,18 @@ def test_cuda_graphs_on_a_cpu_node_stop_it_with_a_reason(tiny_checkpoint):
 def onnx_node(tiny_checkpoint, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="backend onnxruntime needs onnxruntime (the test extra installs it)")
     pytest.importorskip("onnxscript", reason="exporting needs onnxscript (the test extra installs it)")
-    mp = pytest.MonkeyPatch()
-    env = use_domain(mp, DOMAIN + 1)
     cache = tmp_path_factory.mktemp("onnx_cache")
-    env["ZOEDEPTH_ROS_CACHE"] = str(cache)
     log = tmp_path_factory.mktemp("node_onnx") / "node.log"
-    proc = start_node(
-        {
-            "checkpoint": tiny_checkpoint("nk"),
-            "device": "cpu",
-            "precision": "fp32",
-            "execution": "eager",
-            "backend": "onnxruntime",
-        },
-        env,
-        log,
-    )
-    graph = Graph()
-    try:
-        graph.wait_for_node(proc, log, timeout=240)  # two exports: the guard's probe size and the camera's
+    params = {
+        "checkpoint": tiny_checkpoint("nk"),
+        "device": "cpu",
+        "precision": "fp32",
+        "execution": "eager",
+        "backend": "onnxruntime",
+    }
+    # two exports before it subscribes: the guard's probe size and the camera's
+    with running_node(params, DOMAIN + 1, log, {"ZOEDEPTH_ROS_CACHE": str(cache)}, timeout=240) as graph:
         yield graph, log, cache
-    finally:
-        graph.close()
-        stop_node(proc)
-        mp.undo()
 
 
 @pytest.mark.timeout(600)

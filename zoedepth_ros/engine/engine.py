@@ -274,19 +274,18 @@ class Engine:
         try:
             model = self._model_for(rung.precision)
             step = "torch.compile setup" if rung.mode == "compile" else "runner construction"
-            runner = self.runner_factory(
-                model,
-                self.device,
-                mode=rung.mode,
-                channels_last=self.channels_last,
-                cudnn_benchmark=self.cudnn_benchmark,
-            )
+            runner = self._torch_runner(model, rung.mode)
             if rung.guarded:
                 step = "the accuracy guard"
                 self._guard(rung, runner)
         except Exception as e:
             raise _RungFailed(step, e) from e
         return runner
+
+    def _torch_runner(self, model: ZoeDepth, mode: str) -> DepthRunner:
+        return self.runner_factory(
+            model, self.device, mode=mode, channels_last=self.channels_last, cudnn_benchmark=self.cudnn_benchmark
+        )
 
     def _open_ort(self, rung: Rung) -> OrtRunner:
         """onnxruntime setup, then the guard (which exports at the probe size and opens its session)."""
@@ -358,13 +357,7 @@ class Engine:
         if torch_rung is None:
             return report
         try:
-            competitor = self.runner_factory(
-                self._model_for(torch_rung.precision),
-                self.device,
-                mode=torch_rung.mode,
-                channels_last=self.channels_last,
-                cudnn_benchmark=self.cudnn_benchmark,
-            )
+            competitor = self._torch_runner(self._model_for(torch_rung.precision), torch_rung.mode)
             torch_ms = seconds_per_call(competitor, image, self.pad_input, self.flip_aug) * 1e3
             competitor.drop_graphs()
             del competitor

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import PRECISIONS
-from .onnx.session import ORT_MODES
+from .onnx.session import ORT_MODES, available_modes
 from .runtime import MODES
 
 BACKENDS = ("torch", "onnxruntime", "auto")
@@ -107,8 +107,6 @@ def ort_rungs(precision: str, device: torch.device, backend: str, ort_modes: Seq
     cuda = device.type == "cuda"
     wanted = ["ort_tensorrt", "ort_cuda"] if cuda else ["ort_cpu"]
     if backend == "auto":
-        from .onnx.session import available_modes
-
         present = available_modes() if ort_modes is None else ort_modes
         wanted = [m for m in wanted if m in present]
     if precision == "auto":

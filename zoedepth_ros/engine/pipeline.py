@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import InferenceResult, ZoeDepth
+from ..model.router import ROUTING_TO_HEAD
 from .cloud import POINT_STEP_XYZ, POINT_STEP_XYZRGB, depth_to_cloud
 from .colormap import colorize_depth
 from .encodings import ImageError, check_size, encoding_info, to_rgb, to_rgb8
@@ -45,7 +46,6 @@ __all__ = [
     "pinned_empty",
 ]
 
-ROUTING_TO_HEAD = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}  # the ROS parameter -> the model's head
 HEAD_TO_DOMAIN = {"nyu": "indoor", "kitti": "outdoor"}
 PER_IMAGE = True  # the frames of a batch come from independent cameras: each image is routed on its own
 

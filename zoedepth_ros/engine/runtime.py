@@ -14,6 +14,7 @@ cannot work here from an out-of-memory or a bad input, and step down to a safer 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -235,17 +236,20 @@ class DepthRunner:
         per_image: bool = False,
     ) -> None:
         """Run (and in the graph modes capture) the model for one camera size and batch size before frames arrive."""
-        rgb = torch.linspace(0, 1, batch * height * width * 3, device=self.device).reshape(batch, 3, height, width)
-        for _ in range(calls):
-            self(rgb, pad_input=pad_input, flip_aug=flip_aug, head=head, per_image=per_image)
+        call_on_ramp(self, self.device, height, width, batch, calls, pad_input, flip_aug, head, per_image)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
 
+def call_on_ramp(runner, device: torch.device, height: int, width: int, batch: int, calls: int, *settings) -> None:
+    """``calls`` calls of ``runner(rgb, *settings)`` on a deterministic ramp image: what a warm-up runs."""
+    rgb = torch.linspace(0, 1, batch * height * width * 3, device=device).reshape(batch, 3, height, width)
+    for _ in range(calls):
+        runner(rgb, *settings)
+
+
 def seconds_per_call(runner, image: torch.Tensor, pad_input: bool, flip_aug: bool, calls: int = 3) -> float:
     """Median wall time of ``calls`` warm calls of a runner on one image (after one untimed call)."""
-    import time
-
     times = []
     for i in range(calls + 1):
         t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from torch import nn
 from .config import RouterConfig
 
 HEADS = ("nyu", "kitti")  # logit index -> head name
+ROUTING_TO_HEAD = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}  # the ``routing`` setting -> a head to force
 HEAD_ALIASES = {"nyu": "nyu", "indoor": "nyu", "kitti": "kitti", "outdoor": "kitti"}
 
 

@@ -23,7 +23,7 @@ from ..engine.encodings import ImageError, decode_compressed, image_array_from_m
 from ..engine.intrinsics import CameraInfoError, Intrinsics
 from ..engine.pipeline import FrameError, FrameInput, Settings, batch_key, check_frame
 from .bag_reader import BagError, BagSource, Camera, ExactPairer, Paired, discover
-from .bag_writer import BagOutput, Messages
+from .bag_writer import BagOutput, Messages, OutputError, output_typestore
 from .common import Progress, Summary
 
 INFO_LEAD_S = 1.0  # with --start: CameraInfos logged this much earlier are read too, for the first images
@@ -319,8 +319,6 @@ def run_bag(
     ``engine`` is called once the bag is known to have cameras (``zoedepth-ros-bag`` loads the model only then; a
     fleet worker returns the engine it holds). Raises BagError / OutputError for bad input.
     """
-    from .bag_writer import OutputError, output_typestore
-
     src, dst = Path(input_path).resolve(), Path(output_path).resolve()
     if dst == src or src in dst.parents or dst in src.parents:
         raise OutputError(f"OUTPUT {output_path} and INPUT {input_path} overlap; write the new bag elsewhere")

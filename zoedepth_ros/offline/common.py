@@ -147,6 +147,30 @@ def _device(text: str) -> str:
     return text
 
 
+def add_pass_arguments(group) -> None:
+    """--routing, --pad / --no-pad, --flip / --no-flip: what one forward computes (defaults: the node's)."""
+    group.add_argument(
+        "--routing",
+        choices=BY_NAME["routing"].choices,
+        default="auto",
+        help="metric head: auto (the NK router decides per image), indoor or outdoor (default: auto)",
+    )
+    group.add_argument(
+        "--pad",
+        dest="pad_input",
+        action=argparse.BooleanOptionalAction,
+        default=BY_NAME["pad_input"].default,
+        help="reflect-pad the image before inference, as the official infer() (default: on)",
+    )
+    group.add_argument(
+        "--flip",
+        dest="flip_aug",
+        action=argparse.BooleanOptionalAction,
+        default=BY_NAME["flip_aug"].default,
+        help="average with a horizontally flipped pass (doubles the cost; default: off)",
+    )
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the "engine" and "depth output" option groups (defaults are the node's parameter defaults)."""
     engine = parser.add_argument_group("engine")
@@ -190,26 +214,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="channels-last convolution weights on CUDA (default: on)",
     )
     out = parser.add_argument_group("depth output")
-    out.add_argument(
-        "--routing",
-        choices=BY_NAME["routing"].choices,
-        default="auto",
-        help="metric head: auto (the NK router decides per image), indoor or outdoor (default: auto)",
-    )
-    out.add_argument(
-        "--pad",
-        dest="pad_input",
-        action=argparse.BooleanOptionalAction,
-        default=BY_NAME["pad_input"].default,
-        help="reflect-pad the image before inference, as the official infer() (default: on)",
-    )
-    out.add_argument(
-        "--flip",
-        dest="flip_aug",
-        action=argparse.BooleanOptionalAction,
-        default=BY_NAME["flip_aug"].default,
-        help="average with a horizontally flipped pass (doubles the cost; default: off)",
-    )
+    add_pass_arguments(out)
     out.add_argument(
         "--min-depth",
         type=_checked("min_depth", float),
@@ -267,29 +272,64 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """``open_engine``'s arguments, as the options of ``add_engine_arguments`` give them (picklable: a fleet
+    worker opens its own engine from them)."""
+
+    checkpoint: str
+    device: str = "auto"
+    precision: str = "auto"
+    execution: str = "auto"
+    download: bool = True
+    channels_last: bool = True
+    pad_input: bool = True
+    flip_aug: bool = False
+    backend: str = "torch"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EngineOptions:
+        return cls(
+            args.checkpoint,
+            args.device,
+            args.precision,
+            args.execution,
+            args.download,
+            args.channels_last,
+            args.pad_input,
+            args.flip_aug,
+            getattr(args, "backend", "torch"),
+        )
+
+    def open(self, info: Callable[[str], None], warn: Callable[[str], None]) -> Engine:
+        """``open_engine`` with these options (StartupError as it raises it)."""
+        from ..engine import open_engine
+
+        return open_engine(
+            self.checkpoint,
+            self.device,
+            self.precision,
+            self.execution,
+            download=self.download,
+            channels_last=self.channels_last,
+            pad_input=self.pad_input,
+            flip_aug=self.flip_aug,
+            info=info,
+            warn=warn,
+            backend=self.backend,
+        )
+
+
 def engine_from_args(args: argparse.Namespace, prog: str, *, info=None, warn=None) -> Engine:
     """``open_engine`` with the options of ``add_engine_arguments``; a StartupError is ``fail(prog, ...)``: one
     line on stderr and exit status 2 (a missing or corrupt checkpoint, a device that is not there)."""
-    from ..engine import open_engine
     from ..errors import StartupError
 
     def say(line: str) -> None:
         print(f"{prog}: {line}", file=sys.stderr, flush=True)
 
     try:
-        return open_engine(
-            args.checkpoint,
-            args.device,
-            args.precision,
-            args.execution,
-            download=args.download,
-            channels_last=args.channels_last,
-            pad_input=args.pad_input,
-            flip_aug=args.flip_aug,
-            info=info or say,
-            warn=warn or say,
-            backend=getattr(args, "backend", "torch"),
-        )
+        return EngineOptions.from_args(args).open(info or say, warn or say)
     except StartupError as e:
         fail(prog, str(e), EXIT_BAD_INPUT)
 

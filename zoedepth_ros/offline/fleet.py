@@ -22,6 +22,7 @@ from typing import Any
 
 from ..engine.pipeline import Settings
 from .bag_job import BagOptions
+from .common import EngineOptions
 
 BAG_SUFFIXES = (".mcap", ".db3")
 WORKER_NAME = "zoedepth-fleet-worker-{}"  # what the Ray dashboard shows
@@ -30,21 +31,6 @@ RESTART_WAIT_S = 600.0  # how long a dead worker may take to come back (Ray rest
 
 class FleetError(ValueError):
     """Bad fleet input (no inputs, an input that is not a bag, an output folder inside an input)."""
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """What each worker opens its engine with (``open_engine``'s arguments)."""
-
-    checkpoint: str
-    device: str = "auto"
-    precision: str = "auto"
-    execution: str = "auto"
-    download: bool = True
-    channels_last: bool = True
-    pad_input: bool = True
-    flip_aug: bool = False
-    backend: str = "torch"
 
 
 @dataclass
@@ -133,22 +119,8 @@ class DepthWorker:
     """A Ray actor's body: one engine, opened once, serving bag after bag (plain class; ``ray.remote`` wraps it)."""
 
     def __init__(self, options: EngineOptions, name: str) -> None:
-        from ..engine import open_engine
-
         self.name = name
-        self.engine = open_engine(
-            options.checkpoint,
-            options.device,
-            options.precision,
-            options.execution,
-            download=options.download,
-            channels_last=options.channels_last,
-            pad_input=options.pad_input,
-            flip_aug=options.flip_aug,
-            backend=options.backend,
-            info=lambda line: None,
-            warn=lambda line: print(f"{name}: {line}", flush=True),
-        )
+        self.engine = options.open(info=lambda line: None, warn=lambda line: print(f"{name}: {line}", flush=True))
 
     def pid(self) -> int:
         return os.getpid()

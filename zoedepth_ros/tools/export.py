@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-from zoedepth_ros.offline.common import EXIT_BAD_INPUT, fail, run_guarded, sigterm_as_interrupt
+from zoedepth_ros.offline.common import (
+    EXIT_BAD_INPUT,
+    add_pass_arguments,
+    fail,
+    run_guarded,
+    sigterm_as_interrupt,
+)
 from zoedepth_ros.ros.params import BY_NAME
 
 PROG = "zoedepth-ros-export"
@@ -78,32 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, required=True, metavar="WxH", help="the camera image size, e.g. 640x480")
     p.add_argument("--output", type=Path, metavar="FILE.onnx", help="where to write (default: the node's cache)")
     p.add_argument("--batch", type=_batch, default=1, metavar="N", help="images per call (default: 1)")
-    p.add_argument(
-        "--pad",
-        dest="pad_input",
-        action=argparse.BooleanOptionalAction,
-        default=BY_NAME["pad_input"].default,
-        help="reflect-pad the image before inference, as the official infer() (default: on)",
-    )
-    p.add_argument(
-        "--flip",
-        dest="flip_aug",
-        action=argparse.BooleanOptionalAction,
-        default=BY_NAME["flip_aug"].default,
-        help="average with a horizontally flipped pass (default: off)",
-    )
+    add_pass_arguments(p)
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16", "bf16"),
         default="fp32",
         help="graph precision; fp16 / bf16 keep the decoder, metric heads, router, softmax and layer norms in "
         "fp32 with explicit casts (default: fp32)",
-    )
-    p.add_argument(
-        "--routing",
-        choices=BY_NAME["routing"].choices,
-        default="auto",
-        help="NK: auto (each image's router picks), or one head only: indoor / outdoor (default: auto)",
     )
     p.add_argument("--verify", action="store_true", help="run the file in onnxruntime (CPU) and compare with torch")
     p.add_argument(

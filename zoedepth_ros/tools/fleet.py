@@ -25,12 +25,13 @@ from ..offline.common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EngineOptions,
     add_engine_arguments,
     check_settings_args,
     number,
     settings_from_args,
 )
-from ..offline.fleet import EngineOptions, FleetConfig, FleetError, expand_inputs, plan, run_fleet
+from ..offline.fleet import FleetConfig, FleetError, expand_inputs, plan, run_fleet
 from .bag import add_bag_options, bag_options_from_args
 
 PROG = "zoedepth-ros-fleet"
@@ -116,17 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus_per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
     workers = args.workers or (max(1, int(gpus / gpus_per_worker)) if gpus_per_worker else 1)
     config = FleetConfig(workers, gpus_per_worker, args.cpus_per_worker, args.retries, args.force, args.storage)
-    engine = EngineOptions(
-        args.checkpoint,
-        args.device,
-        args.precision,
-        args.execution,
-        args.download,
-        args.channels_last,
-        args.pad_input,
-        args.flip_aug,
-        args.backend,
-    )
+    engine = EngineOptions.from_args(args)
     _say(f"{len(pairs)} bag(s) on {workers} worker(s) into {args.output_dir}")
     status, results = EXIT_OK, []
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import os
 import tempfile
@@ -150,8 +151,6 @@ def _export_program(wrapper: StaticPredict):
 @contextlib.contextmanager
 def _quiet_exporter():
     """Send the exporter's stdout progress ("[torch.onnx] ...") to the debug log instead of the terminal."""
-    import io
-
     buffer = io.StringIO()
     # onnx_ir warns that a constant output (the head of an N / K or forced-routing graph) is not deduplicated;
     # the exporter's registry, that torchvision (which this package never uses) is absent

@@ -22,10 +22,10 @@ from ...model import PRECISIONS, ZoeDepth
 from ...model.backbone import static_attention
 from ...model.processing import reflect_padding
 from ...model.router import HEADS
+from ...model.router import ROUTING_TO_HEAD as ROUTINGS
 
 INPUT = "image"
 OUTPUTS = ("depth", "head", "head_logits")
-ROUTINGS = {"auto": None, "indoor": "nyu", "outdoor": "kitti"}  # as the node's ``routing`` parameter
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ import torch
 
 from ...model import InferenceResult, ZoeDepth
 from ...model.router import HEADS
+from ..runtime import call_on_ramp
 from .cache import GraphKey, graph_path
 from .export import export_onnx
 from .graph import ROUTINGS, ExportSpec, output_names
-from .session import ORT_MODES, SessionSettings, open_session
+from .session import ORT_MODES, SessionSettings, import_onnxruntime, open_session
 
 HEAD_TO_ROUTING = {head: routing for routing, head in ROUTINGS.items()}
 
@@ -63,8 +64,6 @@ class OrtRunner:
             raise ValueError(f"unknown onnxruntime mode {mode!r}; use one of {', '.join(ORT_MODES)}")
         if (mode == "ort_cpu") != (device.type == "cpu"):
             raise ValueError(f"{mode} cannot serve frames on {device}")
-        from .session import import_onnxruntime
-
         import_onnxruntime()  # SessionError now, at construction, when it is missing
         self.model = model
         self.device = device
@@ -179,9 +178,7 @@ class OrtRunner:
         per_image: bool = False,
     ) -> None:
         """Export (first time), open the session (TensorRT: build or load the engine) and run it once or more."""
-        rgb = torch.linspace(0, 1, batch * height * width * 3, device=self.device).reshape(batch, 3, height, width)
-        for _ in range(calls):
-            self(rgb, pad_input=pad_input, flip_aug=flip_aug, head=head, per_image=per_image)
+        call_on_ramp(self, self.device, height, width, batch, calls, pad_input, flip_aug, head, per_image)
 
     def drop_graphs(self, keep: ExportSpec | None = None) -> int:
         """Close the sessions (their device memory goes back), except ``keep``'s; how many."""
