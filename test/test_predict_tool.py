@@ -19,6 +19,7 @@ from zoedepth_ros.engine.cloud import depth_to_points
 from zoedepth_ros.engine.intrinsics import Intrinsics
 from zoedepth_ros.engine.pipeline import Settings
 from zoedepth_ros.offline import depth_files as DF
+from zoedepth_ros.offline import image_outputs
 from zoedepth_ros.tools import predict
 
 try:
@@ -284,7 +285,7 @@ def stopped_while_writing_the_second(tmp_path: Path, monkeypatch, stop) -> None:
     """Two images, ``stop()`` called as the second depth file is about to be written: exit 130, one whole file."""
     for i in range(2):
         Image.fromarray(picture(48, 64, i)).save(tmp_path / f"{i}.png")
-    real, written = predict.write_depth, []
+    real, written = image_outputs.write_depth, []
 
     def stop_at_second(path, depth, fmt):
         if written:
@@ -292,7 +293,7 @@ def stopped_while_writing_the_second(tmp_path: Path, monkeypatch, stop) -> None:
         written.append(path)
         return real(path, depth, fmt)
 
-    monkeypatch.setattr(predict, "write_depth", stop_at_second)
+    monkeypatch.setattr(image_outputs, "write_depth", stop_at_second)
     status, summary = run([str(tmp_path), "--batch", "1"], tmp_path)
     assert status == 130 and summary["exit_status"] == 130 and summary["frames_out"] == 1
     assert sorted(p.name for p in tmp_path.glob("*_depth*")) == ["0_depth.png"]

@@ -25,11 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from zoedepth_ros.engine.encodings import array_to_tensor, to_rgb8
-from zoedepth_ros.engine.intrinsics import CameraInfoError, Intrinsics
+from zoedepth_ros.engine.intrinsics import CameraInfoError
 from zoedepth_ros.engine.pipeline import DepthFrame, FrameError, FrameInput, Settings, batch_key
 from zoedepth_ros.offline.common import (
     EXIT_BAD_INPUT,
@@ -46,16 +43,7 @@ from zoedepth_ros.offline.common import (
     settings_from_args,
     sigterm_as_interrupt,
 )
-from zoedepth_ros.offline.depth_files import (
-    FORMATS,
-    SUFFIXES,
-    Calibration,
-    DepthFileError,
-    load_calibration,
-    write_depth,
-    write_ply,
-    write_preview,
-)
+from zoedepth_ros.offline.depth_files import FORMATS, Calibration, DepthFileError, load_calibration
 from zoedepth_ros.offline.image_files import (
     Decoded,
     InputError,
@@ -66,13 +54,17 @@ from zoedepth_ros.offline.image_files import (
     video_frame_count,
     video_frames,
 )
+from zoedepth_ros.offline.image_outputs import (
+    DEPTH_TAG,
+    FixedIntrinsics,
+    OutputSpec,
+    looks_like_output,
+    nominal_intrinsics,
+    tagged,
+)
 
 PROG = "zoedepth-ros-predict"
-DEPTH_TAG = "_depth"
-PREVIEW_TAIL = "_depth_preview.png"
-PLY_TAIL = "_points.ply"
 DEFAULT_BATCH = 4
-OUTPUT_TAILS = (*(DEPTH_TAG + s for s in SUFFIXES.values()), PREVIEW_TAIL, PLY_TAIL)
 
 DESCRIPTION = """\
 Metric depth for image files, folders of images and videos, with the same engine and settings as zoedepth_node.
@@ -146,24 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass(frozen=True)
-class FixedIntrinsics:
-    """--fx --fy --cx --cy: the same pinhole for every image, in that image's own pixels."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-
-    def for_image(self, width: int, height: int) -> tuple[Intrinsics, str | None]:
-        return Intrinsics(self.fx, self.fy, self.cx, self.cy, width, height), None
-
-
-def nominal_intrinsics(width: int, height: int) -> Intrinsics:
-    """Stand-in intrinsics when no file needs them (the engine's frames carry some; depth does not use them)."""
-    return Intrinsics(float(width), float(width), (width - 1) / 2, (height - 1) / 2, width, height)
-
-
 def intrinsics_source(args: argparse.Namespace) -> Calibration | FixedIntrinsics | None:
     flags = {name: getattr(args, name) for name in ("fx", "fy", "cx", "cy")}
     given = [f"--{name}" for name, value in flags.items() if value is not None]
@@ -192,14 +166,6 @@ class Item:
     path: Path
     base: Path
     video: bool
-
-
-def tagged(base: Path, tail: str) -> Path:
-    return base.with_name(base.name + tail)
-
-
-def looks_like_output(name: str) -> bool:
-    return name.lower().endswith(OUTPUT_TAILS)
 
 
 def find_inputs(args: argparse.Namespace, summary: Summary) -> list[Item]:
@@ -236,12 +202,11 @@ def find_inputs(args: argparse.Namespace, summary: Summary) -> list[Item]:
     return items
 
 
-def output_tails(args: argparse.Namespace) -> list[str]:
-    """The ends of the names this run writes: ``_depth.png`` and, as asked, the preview and the PLY."""
-    tails = [DEPTH_TAG + SUFFIXES[args.format]]
-    tails += [PREVIEW_TAIL] if args.colormap else []
-    tails += [PLY_TAIL] if args.points else []
-    return tails
+def output_spec(args: argparse.Namespace) -> OutputSpec:
+    """The files this run writes for each image."""
+    return OutputSpec(
+        args.format, args.colormap, args.points, args.color, args.decimation, args.min_depth, args.max_depth
+    )
 
 
 def check_outputs(items: list[Item], args: argparse.Namespace) -> None:
@@ -253,14 +218,14 @@ def check_outputs(items: list[Item], args: argparse.Namespace) -> None:
             fail(PROG, f"{other} and {item.path} would write the same files ({item.base.name}{DEPTH_TAG}...)")
     if args.force:
         return
-    tails = output_tails(args)
+    tails = output_spec(args).tails()
     existing: list[Path] = []
     for item in items:
         if item.video:  # frame numbers are not known yet: any frame's file of this run's kinds counts
             frames = glob.escape(str(item.base)) + "_f[0-9]*"
             existing += [Path(p) for p in sorted(glob.glob(frames)) if p.endswith(tuple(tails))]
         else:
-            existing += [p for p in (tagged(item.base, tail) for tail in tails) if p.exists()]
+            existing += [p for p in output_spec(args).paths(item.base) if p.exists()]
     if existing:
         fail(PROG, f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; use --force to overwrite")
 
@@ -314,6 +279,7 @@ class Run:
         self.beyond_png16 = 0
         self.heads: Counter[str] = Counter()
         self.engine = None
+        self.outputs = output_spec(args)
 
     def say(self, line: str) -> None:
         text = f"{PROG}: {line}"
@@ -424,24 +390,10 @@ class Run:
 
     # -- files out
 
-    def colours(self, job: Job, height: int, width: int) -> np.ndarray:
-        """The image's rgb8 at the depth's size (nearest, as the node colours its cloud)."""
-        rgb = to_rgb8(array_to_tensor(job.frame.raw), job.frame.encoding)
-        if rgb.shape[:2] != (height, width):
-            planes = F.interpolate(rgb.permute(2, 0, 1)[None].float(), size=(height, width), mode="nearest")[0]
-            rgb = planes.permute(1, 2, 0).to(torch.uint8)
-        return rgb.numpy()
-
     def write(self, job: Job, frame: DepthFrame) -> None:
-        args = self.args
         depth = np.frombuffer(frame.depth, dtype=np.float32).reshape(frame.height, frame.width)
         try:
-            lost = write_depth(tagged(job.base, DEPTH_TAG + SUFFIXES[args.format]), depth, args.format)
-            if args.colormap:
-                write_preview(tagged(job.base, PREVIEW_TAIL), depth, self.settings.min_depth, self.settings.max_depth)
-            if args.points:
-                rgb = self.colours(job, frame.height, frame.width) if args.color else None
-                write_ply(tagged(job.base, PLY_TAIL), depth, frame.intrinsics, rgb, args.decimation)
+            lost = self.outputs.write(job.base, depth, frame.intrinsics, (job.frame.raw, job.frame.encoding))
         except DepthFileError as exc:
             fail(PROG, str(exc), EXIT_FAILURE)
         self.beyond_png16 += lost
