@@ -356,6 +356,7 @@ class Progress:
         self.total, self.desc, self.unit = total, desc, unit
         self.interval, self.disable = interval, disable
         self.n = 0
+        self.postfix = ""  # e.g. "inputs 3/10": shown after the counts
         self._printed = 0  # self.n at the last plain line
         self._t0 = self._last = time.monotonic()
         isatty = getattr(self.stream, "isatty", lambda: False)
@@ -374,6 +375,11 @@ class Progress:
             if now - self._last >= self.interval:
                 self._last = now
                 self._line(now)
+
+    def set_postfix(self, text: str) -> None:
+        self.postfix = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
 
     def write(self, line: str) -> None:
         """A log line that does not break the bar."""
@@ -398,7 +404,8 @@ class Progress:
         eta = ""
         if self.total and rate > 0 and self.n < self.total:
             eta = f", ETA {(self.total - self.n) / rate:.0f} s"
-        print(f"{self.desc}: {done} {self.unit}s, {rate:.2f} {self.unit}s/s{eta}", file=self.stream, flush=True)
+        tail = f", {self.postfix}" if self.postfix else ""
+        print(f"{self.desc}: {done} {self.unit}s, {rate:.2f} {self.unit}s/s{eta}{tail}", file=self.stream, flush=True)
 
     def __enter__(self) -> Progress:
         return self

@@ -1,4 +1,5 @@
 """Bags on a Ray cluster: one engine per worker actor, loaded once; Ray restarts dead workers, we retry their bag.
+(Image folders go through Ray Data: :mod:`.fleet_images`.)
 
 Scheduling, placement, restarts and the dashboard are Ray's (actors with ``max_restarts``); this module only keeps
 one bag per worker at a time, retries a bag whose worker died (``RayActorError``) on the next free worker, and
@@ -30,7 +31,7 @@ RESTART_WAIT_S = 600.0  # how long a dead worker may take to come back (Ray rest
 
 
 class FleetError(ValueError):
-    """Bad fleet input (no inputs, an input that is not a bag, an output folder inside an input)."""
+    """Bad fleet input (no inputs, an input that is neither a bag nor a folder, an output folder inside an input)."""
 
 
 @dataclass
@@ -56,9 +57,14 @@ def is_bag(path: Path) -> bool:
     return (path.is_dir() and (path / "metadata.yaml").is_file()) or (path.is_file() and path.suffix in BAG_SUFFIXES)
 
 
+def is_input(path: Path) -> bool:
+    """A rosbag2 recording, or a folder (of images: one without metadata.yaml)."""
+    return is_bag(path) or path.is_dir()
+
+
 def expand_inputs(items: Sequence[str]) -> list[Path]:
     """Paths, glob patterns (``runs/*/``) and ``@list.txt`` files (one input per line, ``#`` comments), in order,
-    without duplicates. FleetError for an entry that matches nothing or is not a rosbag2 recording."""
+    without duplicates. FleetError for an entry that matches nothing or is neither a bag nor a folder."""
     found: list[Path] = []
     for item in items:
         if item.startswith("@"):
@@ -73,8 +79,11 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
             path = Path(m)
             if not path.exists():
                 raise FleetError(f"{m}: no such file or folder")
-            if not is_bag(path):
-                raise FleetError(f"{m}: not a rosbag2 recording (a folder with metadata.yaml, or a .mcap / .db3 file)")
+            if not is_input(path):
+                raise FleetError(
+                    f"{m}: neither a rosbag2 recording (a folder with metadata.yaml, or a .mcap / .db3 file) nor a "
+                    "folder of images"
+                )
             found.append(path)
     unique: dict[Path, Path] = {}
     for path in found:
@@ -100,6 +109,19 @@ def plan(inputs: Sequence[Path], output_dir: Path) -> list[tuple[Path, Path]]:
         seen[out] = path
         pairs.append((path, out))
     return pairs
+
+
+def bag_frames(path: Path, cameras: Sequence[str] = ()) -> int:
+    """The camera images ``path`` holds (the progress bar's total; 0 for a bag the driver cannot read: its worker
+    will say why)."""
+    from .bag_reader import BagSource, discover
+
+    try:
+        with BagSource(path) as source:
+            topics = source.topics()
+            return sum(topics[c.image_topic][1] for c in discover(topics, cameras))
+    except Exception:  # a corrupt bag fails in its worker, with the reason
+        return 0
 
 
 def is_complete(output: Path) -> bool:
@@ -173,11 +195,13 @@ def run_fleet(
     *,
     log: Callable[[str], None] = print,
     on_start: Callable[[list], None] | None = None,
+    on_result: Callable[[InputResult], None] = lambda result: None,
 ) -> list[InputResult]:
     """Process every (input, output) on ``config.workers`` actors of an initialised Ray; results in input order.
 
-    ``on_start(actors)`` is called once the actors exist (tests use it to kill one). Ctrl-C kills the actors,
-    removes what they were writing and re-raises KeyboardInterrupt.
+    ``on_start(actors)`` is called once the actors exist (tests use it to kill one), ``on_result`` as each bag is
+    finished (done, failed or complete already). Ctrl-C kills the actors, removes what they were writing and
+    re-raises KeyboardInterrupt.
     """
     import ray
     from ray.exceptions import RayActorError
@@ -190,6 +214,7 @@ def run_fleet(
         if is_complete(out) and not config.force:
             results[index].status = "skipped"
             log(f"{out}: complete already, skipped (--force redoes it)")
+            on_result(results[index])
         else:
             remove_partials(out)  # a previous, killed job's
             queue.append(index)
@@ -247,6 +272,7 @@ def run_fleet(
                     else:
                         result.status, result.error = "failed", f"worker died {result.retries + 1} times"
                         log(f"{pairs[index][0]}: failed: {result.error}")
+                        on_result(result)
                     continue
                 except Exception as e:
                     # raised inside the worker and not bad input (a bug, a full disk): this bag fails
@@ -256,6 +282,7 @@ def run_fleet(
                     result.status = "failed"
                     result.error = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}"[:300]
                     log(f"{pairs[index][0]}: failed: {result.error}")
+                    on_result(result)
                     continue
                 idle.append(worker)
                 _record(result, d)
@@ -264,6 +291,7 @@ def run_fleet(
                 else:
                     remove_partials(out)
                     log(f"{pairs[index][0]}: failed: {result.error}")
+                on_result(result)
         for index in queue:  # only when every worker is gone
             results[index].status, results[index].error = "failed", "no worker left"
     except KeyboardInterrupt:

@@ -1,15 +1,17 @@
-"""``zoedepth-ros-fleet INPUT... --output-dir DIR``: zoedepth-ros-bag over many bags on a Ray cluster.
+"""``zoedepth-ros-fleet INPUT... --output-dir DIR``: zoedepth-ros-bag and zoedepth-ros-predict on a Ray cluster.
 
-Each INPUT is a rosbag2 recording (a folder, or one .mcap / .db3 file), a glob (quote it: ``'runs/*/'``) or
-``@list.txt`` (one per line). Every bag becomes ``DIR/<name>``, exactly what ``zoedepth-ros-bag INPUT DIR/<name>``
-writes, with the same options. Ray runs one worker actor per GPU (or ``--workers`` CPU actors), each holding one
-engine loaded once; a worker that dies is restarted by Ray and its bag retried elsewhere, nothing partial is left;
-a bad bag fails alone; complete outputs are skipped, so re-running a job finishes it.
+Each INPUT is a rosbag2 recording (a folder, or one .mcap / .db3 file), a folder of images, a glob (quote it:
+``'runs/*/'``) or ``@list.txt`` (one per line). A bag becomes ``DIR/<name>``, exactly what ``zoedepth-ros-bag INPUT
+DIR/<name>`` writes; a folder of images becomes ``DIR/<name>/``, the files ``zoedepth-ros-predict FOLDER --output
+DIR/<name>`` writes (videos in it are left to zoedepth-ros-predict). Ray runs one worker actor per GPU (or
+``--workers`` CPU actors), each holding one engine loaded once: bags go to them whole, images stream through Ray
+Data (decoded and written by CPU tasks). A worker that dies is restarted by Ray and its work retried, nothing
+partial is left; a bad bag or image fails alone; complete outputs are skipped, so re-running a job finishes it.
 
 ``--address auto`` (default) joins the cluster that ``ray start --head`` started on this machine (or
 ``$RAY_ADDRESS``), else starts a local one; ``local`` always starts a local one; ``ray://HOST:10001`` is a remote
-cluster's client address. Exit status: 0 every bag done or complete already, 1 some failed, 2 bad arguments or
-inputs, 130 interrupted (the bags in progress leave nothing behind).
+cluster's client address. Exit status: 0 every input done or complete already, 1 some failed, 2 bad arguments or
+inputs, 130 interrupted (what was in progress leaves nothing behind).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..offline.common import (
@@ -26,13 +29,18 @@ from ..offline.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EngineOptions,
+    Progress,
+    ToolExit,
     add_engine_arguments,
     check_settings_args,
     number,
     settings_from_args,
 )
-from ..offline.fleet import FleetConfig, FleetError, expand_inputs, plan, run_fleet
+from ..offline.depth_files import FORMATS
+from ..offline.fleet import FleetConfig, FleetError, InputResult, bag_frames, expand_inputs, is_bag, plan, run_fleet
+from ..offline.fleet_images import FolderPlan, ImageJobOptions, plan_folder, run_images
 from .bag import add_bag_options, bag_options_from_args
+from .predict import add_intrinsics_arguments, checked_intrinsics, output_spec
 
 PROG = "zoedepth-ros-fleet"
 WORKERS = number(int, "an integer 1..1024", lambda v: 1 <= v <= 1024)
@@ -52,9 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--local-cpus", type=WORKERS, help="CPUs of a local Ray instance (default: all)")
     fleet.add_argument("--retries", type=RETRIES, default=2, help="attempts after a worker died on a bag (2)")
     fleet.add_argument("--force", action="store_true", help="redo bags whose output is complete already")
-    fleet.add_argument("--summary-json", metavar="PATH", help="per-bag and total figures as JSON (- for stdout)")
-    bag = p.add_argument_group("bag (as zoedepth-ros-bag)")
+    fleet.add_argument("--summary-json", metavar="PATH", help="per-input and total figures as JSON (- for stdout)")
+    fleet.add_argument("--quiet", action="store_true", help="no progress bar or lines (errors and summary still print)")
+    bag = p.add_argument_group("bags (as zoedepth-ros-bag; --batch applies to images too)")
     add_bag_options(bag)
+    images = p.add_argument_group("image folders (as zoedepth-ros-predict)")
+    images.add_argument("--format", choices=FORMATS, default="png16", help="depth file: png16 (mm), npy or tiff (m)")
+    images.add_argument("--preview", dest="colormap", action="store_true", help="also <stem>_depth_preview.png")
+    images.add_argument("--ply", dest="points", action="store_true", help="also <stem>_points.ply; needs intrinsics")
+    images.add_argument("-r", "--recursive", action="store_true", help="also take images in subfolders")
+    add_intrinsics_arguments(images)
     add_engine_arguments(p)
     return p
 
@@ -63,12 +78,19 @@ def _say(line: str) -> None:
     print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
 
-def connect(address: str, local_cpus: int | None):
-    """Ray, initialised: a running cluster (auto / ray://), else a local instance; FleetError without Ray."""
+def connect(address: str, local_cpus: int | None, images: bool = False):
+    """Ray, initialised: a running cluster (auto / ray://), else a local instance; FleetError without Ray (or
+    without Ray Data, which image folders need)."""
     try:
         import ray
-    except ImportError:
-        raise FleetError(f"{PROG} needs Ray: pip install 'zoedepth_ros[fleet]' (or pip install ray)") from None
+
+        if images:
+            import ray.data  # needs pandas and pyarrow
+    except ImportError as e:
+        what = "Ray" if e.name == "ray" else "Ray Data"
+        raise FleetError(
+            f"{PROG} needs {what} ({e.name or e} is missing): pip install 'zoedepth_ros[fleet]' (or 'ray[data]')"
+        ) from None
     quiet = {"log_to_driver": False, "configure_logging": False}
     if address == "local":
         ray.init(num_cpus=local_cpus, include_dashboard=False, **quiet)
@@ -84,7 +106,7 @@ def connect(address: str, local_cpus: int | None):
     return ray
 
 
-def summary_dict(results, seconds: float, status: int) -> dict:
+def summary_dict(results: list[InputResult], seconds: float, status: int) -> dict:
     frames = sum(r.frames_out for r in results)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "pending")}
     return {
@@ -98,18 +120,114 @@ def summary_dict(results, seconds: float, status: int) -> dict:
     }
 
 
+class Bar:
+    """The one progress bar: frames done (bags count when they finish, images as they come back) and inputs."""
+
+    def __init__(self, total_frames: int, inputs: int, quiet: bool) -> None:
+        self.progress = Progress(total_frames or None, PROG, disable=quiet)
+        self.inputs, self.finished = inputs, 0
+        self.progress.set_postfix(self.inputs_text())
+
+    def inputs_text(self) -> str:
+        return f"inputs {self.finished}/{self.inputs}"
+
+    def frames(self, n: int) -> None:
+        self.progress.update(n)
+
+    def input_done(self) -> None:
+        self.finished += 1
+        self.progress.set_postfix(self.inputs_text())
+
+    def say(self, line: str) -> None:
+        self.progress.write(f"{PROG}: {line}")
+
+
+def folder_result(folder: FolderPlan, tally, seconds: float) -> InputResult:
+    """A folder's InputResult from its plan (decided on the driver) and its tally (what came back)."""
+    result = InputResult(str(folder.folder), str(folder.output), worker="ray-data actor pool")
+    result.frames_in = folder.listed
+    skipped = dict(folder.skipped)
+    if tally is not None:
+        result.frames_out = tally.frames_out
+        for reason, n in tally.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    if folder.complete:
+        skipped["complete_already"] = folder.complete
+    result.skipped, result.seconds = skipped, round(seconds, 3)
+    tried = len(folder.todo)
+    if folder.error:
+        result.status, result.error = "failed", folder.error
+    elif not tried:
+        result.status = "skipped" if folder.complete else "failed"
+        result.error = "" if folder.complete else "no images in it"
+    elif result.frames_out == 0:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(tally.skipped.items()))
+        result.status, result.error = "failed", f"none of the {tried} image(s) could be used ({reasons})"
+    else:
+        result.status = "done"
+    return result
+
+
+def run_folders(folders, engine, settings, options, config, bar: Bar) -> list[InputResult]:
+    """Every folder through Ray Data on the actor pool; one InputResult per folder."""
+    t0 = time.monotonic()
+    remaining = [len(f.todo) for f in folders]
+    seconds = [0.0] * len(folders)
+    results: list[InputResult | None] = [None] * len(folders)
+    for i, folder in enumerate(folders):
+        if not folder.todo:
+            results[i] = folder_result(folder, None, 0.0)
+            bar.input_done()
+            bar.say(f"{folder.folder}: " + (results[i].error or "complete already, skipped (--force redoes it)"))
+
+    def on_row(index: int, reason: str) -> None:
+        bar.frames(1)
+        remaining[index] -= 1
+        if remaining[index] == 0:
+            seconds[index] = time.monotonic() - t0
+            bar.input_done()
+
+    todo_index = [i for i, f in enumerate(folders) if f.todo]
+    todo = [folders[i] for i in todo_index]
+    tallies = run_images(
+        todo,
+        engine,
+        settings,
+        options,
+        workers=config.workers,
+        cpus_per_worker=config.cpus_per_worker,
+        gpus_per_worker=config.gpus_per_worker,
+        on_row=lambda k, reason: on_row(todo_index[k], reason),
+    )
+    for i, tally in zip(todo_index, tallies, strict=True):
+        folder = folders[i]
+        results[i] = folder_result(folder, tally, seconds[i])
+        r = results[i]
+        if r.status == "done":
+            bar.say(f"{folder.output}: {r.frames_out} image(s) in {r.seconds:.1f} s")
+        for message in tally.errors:
+            bar.say(f"{folder.folder}: skipped: {message}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         check_settings_args(parser, args)
+        intrinsics = checked_intrinsics(args, PROG)
     except SystemExit as exc:
+        if isinstance(exc, ToolExit):
+            return exc.status
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     t0 = time.monotonic()
     try:
         pairs = plan(expand_inputs(args.inputs), args.output_dir)
+        bags = [(i, o) for i, o in pairs if is_bag(i)]
+        options = ImageJobOptions(output_spec(args), args.recursive, args.batch, intrinsics)
+        folders = [plan_folder(i, o, options, args.force) for i, o in pairs if not is_bag(i)]
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        ray = connect(args.address, args.local_cpus)
+        ray = connect(args.address, args.local_cpus, images=bool(folders))
     except (FleetError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
@@ -117,17 +235,40 @@ def main(argv: list[str] | None = None) -> int:
     gpus_per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
     workers = args.workers or (max(1, int(gpus / gpus_per_worker)) if gpus_per_worker else 1)
     config = FleetConfig(workers, gpus_per_worker, args.cpus_per_worker, args.retries, args.force, args.storage)
-    engine = EngineOptions.from_args(args)
-    _say(f"{len(pairs)} bag(s) on {workers} worker(s) into {args.output_dir}")
+    engine, settings = EngineOptions.from_args(args), settings_from_args(args)
+    estimates = {str(i): bag_frames(i, args.camera) for i, _ in bags}
+    total = sum(estimates.values()) + sum(len(f.todo) for f in folders)
+    _say(f"{len(bags)} bag(s) and {len(folders)} image folder(s) on {workers} worker(s) into {args.output_dir}")
+    bar = Bar(total, len(pairs), args.quiet)
+
+    def bag_finished(result: InputResult) -> None:
+        bar.frames(estimates[result.input])
+        bar.input_done()
+
     status, results = EXIT_OK, []
     try:
-        results = run_fleet(pairs, engine, settings_from_args(args), bag_options_from_args(args), config, log=_say)
+        if bags:
+            results += run_fleet(
+                bags,
+                engine,
+                settings,
+                bag_options_from_args(args),
+                config,
+                log=bar.say,
+                on_result=bag_finished,
+            )
+        if folders:
+            image_settings = replace(settings, points=False, color=False, colormap=False)  # files, not messages
+            results += run_folders(folders, engine, image_settings, options, config, bar)
         status = EXIT_FAILURE if any(r.status == "failed" for r in results) else EXIT_OK
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
-        _say("interrupted; the bags in progress were removed, complete ones stay (a re-run skips them)")
+        bar.say("interrupted; what was in progress was removed, complete outputs stay (a re-run skips them)")
     finally:
+        bar.progress.close()
         ray.shutdown()
+    order = {str(i): n for n, (i, _) in enumerate(pairs)}
+    results.sort(key=lambda r: order[r.input])
     seconds = time.monotonic() - t0
     report = summary_dict(results, seconds, status)
     n = report["inputs"]

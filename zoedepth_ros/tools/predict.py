@@ -128,31 +128,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     files.add_argument("--force", action="store_true", help="overwrite output files that exist")
     files.add_argument("--summary-json", metavar="PATH", help="write a JSON summary of the run here (- for stdout)")
-    cam = p.add_argument_group("intrinsics (for --ply)")
+    add_intrinsics_arguments(p.add_argument_group("intrinsics (for --ply)"))
+    add_engine_arguments(p)
+    return p
+
+
+def add_intrinsics_arguments(cam) -> None:
+    """--camera-info or --fx --fy --cx --cy (zoedepth-ros-predict and zoedepth-ros-fleet share these)."""
     cam.add_argument("--camera-info", type=Path, metavar="FILE.yaml", help="a camera_calibration YAML file")
     cam.add_argument("--fx", type=FOCAL, metavar="PX", help="focal length x, pixels")
     cam.add_argument("--fy", type=FOCAL, metavar="PX", help="focal length y, pixels")
     cam.add_argument("--cx", type=FINITE, metavar="PX", help="principal point x, pixels")
     cam.add_argument("--cy", type=FINITE, metavar="PX", help="principal point y, pixels")
-    add_engine_arguments(p)
-    return p
 
 
-def intrinsics_source(args: argparse.Namespace) -> Calibration | FixedIntrinsics | None:
+def intrinsics_source(args: argparse.Namespace, prog: str = PROG) -> Calibration | FixedIntrinsics | None:
     flags = {name: getattr(args, name) for name in ("fx", "fy", "cx", "cy")}
     given = [f"--{name}" for name, value in flags.items() if value is not None]
     if args.camera_info is not None and given:
-        fail(PROG, f"give either --camera-info or {' '.join(given)}, not both")
+        fail(prog, f"give either --camera-info or {' '.join(given)}, not both")
     if given and len(given) != 4:
         missing = [f"--{name}" for name, value in flags.items() if value is None]
-        fail(PROG, f"{' '.join(given)} also need {' '.join(missing)}")
+        fail(prog, f"{' '.join(given)} also need {' '.join(missing)}")
     if given:
         return FixedIntrinsics(**flags)
     if args.camera_info is not None:
         try:
             return load_calibration(args.camera_info)
         except CameraInfoError as exc:
-            fail(PROG, str(exc))
+            fail(prog, str(exc))
     return None
 
 
@@ -440,21 +444,27 @@ class Run:
         return EXIT_OK
 
 
-def run(args: argparse.Namespace, summary: Summary) -> int:
-    """Check everything that can be checked before the model loads, then process all frames."""
-    intrinsics = intrinsics_source(args)
+def checked_intrinsics(args: argparse.Namespace, prog: str = PROG) -> Calibration | FixedIntrinsics | None:
+    """The intrinsics the file options ask for, with their rules checked (ToolExit for bad input)."""
+    intrinsics = intrinsics_source(args, prog)
     if args.points and intrinsics is None:
-        fail(PROG, "--ply needs the camera's intrinsics: --camera-info FILE.yaml or --fx --fy --cx --cy")
+        fail(prog, "--ply needs the camera's intrinsics: --camera-info FILE.yaml or --fx --fy --cx --cy")
     if args.color and not args.points:
-        fail(PROG, "--color colours the PLY point cloud; use it with --ply")
+        fail(prog, "--color colours the PLY point cloud; use it with --ply")
     if intrinsics is not None and not args.points:
-        print(f"{PROG}: note: intrinsics are used only for --ply", file=sys.stderr)
+        print(f"{prog}: note: intrinsics are used only for --ply", file=sys.stderr)
     if isinstance(intrinsics, Calibration) and intrinsics.distorted and args.points:
         print(
-            f"{PROG}: note: {intrinsics.source} has distortion coefficients; the point cloud is exact for rectified "
+            f"{prog}: note: {intrinsics.source} has distortion coefficients; the point cloud is exact for rectified "
             "images only (as depth_image_proc's)",
             file=sys.stderr,
         )
+    return intrinsics
+
+
+def run(args: argparse.Namespace, summary: Summary) -> int:
+    """Check everything that can be checked before the model loads, then process all frames."""
+    intrinsics = checked_intrinsics(args)
     items = find_inputs(args, summary)
     if not items:
         fail(PROG, f"no images or videos in {', '.join(map(str, args.paths))}")
