@@ -1,6 +1,7 @@
 """zoedepth-ros-fleet on a local Ray instance (2 CPUs, no dashboard) with the tiny checkpoint: outputs equal
-zoedepth-ros-bag's for bags in both storages, a worker SIGKILLed mid-bag costs that bag a retry and nothing else
-(every output exactly once, no partial folder left), a corrupt bag fails alone, and a re-run skips what is done."""
+zoedepth-ros-bag's for bags in both storages and zoedepth-ros-predict's for image folders, a worker SIGKILLed
+mid-bag or mid-folder costs a retry and nothing else (every output exactly once, nothing partial left), a corrupt bag
+or an unreadable image fails alone, an interrupted job leaves nothing partial, and a re-run skips what is done."""
 
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_bag_tool import read_bag, two_camera_messages, write_bag
+from test_predict_tool import picture
 
 from zoedepth_ros.engine.pipeline import Settings
 from zoedepth_ros.offline.bag_job import BagOptions
 from zoedepth_ros.offline.common import settings_from_args
+from zoedepth_ros.offline.depth_files import read_depth, read_ply
 from zoedepth_ros.offline.fleet import EngineOptions, FleetConfig, FleetError, expand_inputs, plan, run_fleet
+from zoedepth_ros.offline.fleet_images import ImageJobOptions, plan_folder, run_images
+from zoedepth_ros.offline.image_outputs import OutputSpec
 from zoedepth_ros.tools import bag as bag_tool
 from zoedepth_ros.tools import fleet as fleet_tool
+from zoedepth_ros.tools import predict as predict_tool
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +75,16 @@ def assert_same_bag(got: Path, expected: Path) -> None:
                     b.encoding,
                     b.header.frame_id,
                 )
+            elif topic.endswith(("points", "depth/colormap")):  # computed from the depth: its tolerance carries
+                fields = ("height", "width", "is_dense", "point_step", "row_step", "fields", "encoding", "step")
+                assert [repr(getattr(a, f, None)) for f in fields] == [repr(getattr(b, f, None)) for f in fields]
+                assert repr(a.header) == repr(b.header)
+                if topic.endswith("points"):  # x y z (and the packed colour) as float32
+                    da = np.frombuffer(a.data.tobytes(), "<f4")
+                    db = np.frombuffer(b.data.tobytes(), "<f4")
+                    np.testing.assert_allclose(da, db, rtol=0, atol=1e-5, equal_nan=True, err_msg=topic)
+                else:  # rgb8: one colour level
+                    assert np.abs(a.data.astype(int) - b.data.astype(int)).max() <= 1, topic
             elif topic.endswith("routing"):
                 assert (a.head, a.domain, a.forced) == (b.head, b.domain, b.forced)
             else:
@@ -164,9 +181,11 @@ def test_inputs_globs_lists_and_bad_entries(bags, tmp_path):
     assert found == [bags["a"], bags["b"]]  # glob order, then the list's entries without duplicates
     with pytest.raises(FleetError, match="matches nothing"):
         expand_inputs([str(tmp_path / "nothing-*")])
+    (tmp_path / "notes.txt").write_text("neither")
+    with pytest.raises(FleetError, match="neither a rosbag2 recording"):
+        expand_inputs([str(tmp_path / "notes.txt")])
     (tmp_path / "images").mkdir()
-    with pytest.raises(FleetError, match="not a rosbag2 recording"):
-        expand_inputs([str(tmp_path / "images")])
+    assert expand_inputs([str(tmp_path / "images")]) == [tmp_path / "images"]  # a folder of images
     with pytest.raises(FleetError, match="would both write"):
         plan([bags["a"], tmp_path / "other" / "a"], tmp_path / "out")
     with pytest.raises(FleetError, match="overlap"):
@@ -207,3 +226,168 @@ def test_an_interrupted_job_leaves_no_partial_output(ray_local, bags, tiny_check
         )
     time.sleep(1.0)  # a writer that outlived the sweep would show up now
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ image folders
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (48, 64)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"img{i:03d}.png")
+        Image.fromarray(picture(*size, seed=i)).save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """A folder as cameras leave them: two sizes, greyscale 8 and 16 bit, a subfolder, a broken file, a video."""
+    root = tmp_path_factory.mktemp("images") / "shots"
+    write_images(root, 3)
+    write_images(root / "left", 2, (40, 72))
+    Image.fromarray(picture(48, 64, 9)[..., 0]).save(root / "grey.png")
+    Image.fromarray(picture(48, 64, 7)[..., 1].astype(np.uint16) * 257).save(root / "grey16.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "clip.mp4").write_bytes(b"a video: zoedepth-ros-predict's work")
+    return root
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def assert_same_files(got: Path, expected: Path) -> None:
+    """Depth within 1e-6 m, clouds within 1e-6 m, previews within one colour level; the same names."""
+    names = files_under(expected)
+    assert files_under(got) == names
+    for name in names:
+        a, b = got / name, expected / name
+        if name.endswith(("_depth.npy", "_depth.png", "_depth.tiff")):
+            da, db = read_depth(a), read_depth(b)
+            atol = 1e-6 if name.endswith((".npy", ".tiff")) else 1e-3  # png16 rounds to millimetres
+            np.testing.assert_allclose(da, db, rtol=0, atol=atol, equal_nan=True, err_msg=name)
+        elif name.endswith("_points.ply"):
+            pa, pb = read_ply(a), read_ply(b)
+            assert pa.dtype == pb.dtype and pa.shape == pb.shape, name
+            for field in pa.dtype.names:
+                np.testing.assert_allclose(pa[field], pb[field], rtol=0, atol=1e-5, err_msg=name)
+        else:
+            ia, ib = np.asarray(Image.open(a)).astype(int), np.asarray(Image.open(b)).astype(int)
+            assert ia.shape == ib.shape and np.abs(ia - ib).max() <= 1, name
+
+
+@pytest.mark.timeout(600)
+def test_bags_and_image_folders_in_one_job_equal_the_single_machine_tools(
+    ray_local, bags, shots, tiny_checkpoint, tmp_path
+):
+    ckpt = str(tiny_checkpoint("nk"))
+    engine = ["--checkpoint", ckpt, "--device", "cpu"]
+    files = ["--format", "npy", "--preview", "--ply", "--color", "--fx", "60", "--fy", "60", "--cx", "32", "--cy", "24"]
+    single = tmp_path / "single"
+    assert predict_tool.main([str(shots), "-r", "--output", str(single / "shots"), *files, *engine]) == 0
+    # --preview and --ply are the bags' --colormap and --points (the same options)
+    bag_argv = [str(bags["b"]), str(single / "b"), "--colormap", "--points", "--color", *engine, "--quiet"]
+    assert bag_tool.main(bag_argv) == 0
+    summary = tmp_path / "summary.json"
+    argv = [str(shots), str(bags["b"]), "--output-dir", str(tmp_path / "fleet"), "-r", *files, *engine]
+    argv += ["--summary-json", str(summary), "--local-cpus", "2", "--quiet"]
+    ray_local.shutdown()  # the command connects by itself
+    try:
+        assert fleet_tool.main(argv) == 0
+        report = json.loads(summary.read_text())
+        assert fleet_tool.main([*argv, "--summary-json", str(tmp_path / "again.json")]) == 0
+        again = json.loads((tmp_path / "again.json").read_text())
+    finally:
+        ray_local.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    assert_same_files(tmp_path / "fleet" / "shots", single / "shots")
+    assert_same_bag(tmp_path / "fleet" / "b", single / "b")
+    by_input = {Path(r["input"]).name: r for r in report["per_input"]}
+    folder = by_input["shots"]
+    assert folder["status"] == "done" and folder["frames_in"] == 9 and folder["frames_out"] == 7
+    assert folder["skipped"] == {"unreadable": 1, "video": 1}
+    assert by_input["b"]["status"] == "done" and by_input["b"]["frames_out"] == 4
+    assert report["frames_out"] == 11 and report["inputs"]["done"] == 2
+    assert again["inputs"] == {"done": 0, "skipped": 2, "failed": 0, "pending": 0}  # nothing redone
+    assert again["per_input"][0]["skipped"]["complete_already"] == 7
+
+
+def depth_actor_pids() -> list[int]:
+    """This machine's Ray Data depth actors: their process title names the class."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"ray::") and b"DepthActor" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_folder(folder: Path, output: Path, tiny_checkpoint, spec: OutputSpec, **kwargs):
+    options = ImageJobOptions(spec, batch=1)
+    plans = [plan_folder(folder, output, options, force=False)]
+    settings = Settings(points=False, colormap=False)
+    engine = engine_options(tiny_checkpoint)
+    tallies = run_images(plans, engine, settings, options, workers=1, cpus_per_worker=1, gpus_per_worker=0, **kwargs)
+    return plans, tallies
+
+
+@pytest.mark.timeout(600)
+def test_a_depth_actor_killed_mid_folder_costs_a_retry_and_nothing_else(ray_local, tiny_checkpoint, tmp_path):
+    images = write_images(tmp_path / "many", 12)
+    spec = OutputSpec("npy", preview=True)
+    out = tmp_path / "out" / "many"
+    killed: list[int] = []
+
+    def kill_at_first_output() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pids = depth_actor_pids()
+            if pids and out.is_dir() and any(out.glob("*_depth.npy")):
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=kill_at_first_output, daemon=True).start()
+    _, [tally] = run_folder(tmp_path / "many", out, tiny_checkpoint, spec)
+    assert killed, "no depth actor was killed mid-folder"
+    assert tally.frames_out == 12 and not tally.skipped  # every image once
+    assert files_under(out) == sorted(f"{p.stem}{tail}" for p in images for tail in spec.tails())  # nothing partial
+    reference = tmp_path / "reference"
+    argv = [str(tmp_path / "many"), "--output", str(reference), "--format", "npy", "--preview"]
+    assert predict_tool.main([*argv, "--checkpoint", str(tiny_checkpoint("nk")), "--device", "cpu"]) == 0
+    assert_same_files(out, reference)
+
+
+@pytest.mark.timeout(600)
+def test_an_interrupted_folder_leaves_whole_images_and_a_rerun_finishes_it(ray_local, tiny_checkpoint, tmp_path):
+    import _thread
+
+    images = write_images(tmp_path / "many", 16)
+    spec = OutputSpec("npy", preview=True)
+    out = tmp_path / "out" / "many"
+
+    def interrupt_at_first_output() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if out.is_dir() and any(out.glob("*_depth.npy")):
+                _thread.interrupt_main()  # Ctrl-C
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=interrupt_at_first_output, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_folder(tmp_path / "many", out, tiny_checkpoint, spec)
+    time.sleep(1.0)  # a writer that outlived the clean-up would show up now
+    names = files_under(out)
+    assert not [n for n in names if n.endswith(".part")]
+    stems = {n.split("_depth")[0] for n in names}
+    assert len(stems) < 16, "the job was not interrupted"
+    for stem in stems:  # each image has all of its files or none
+        assert f"{stem}_depth.npy" in names and f"{stem}_depth_preview.png" in names, stem
+    plans, [tally] = run_folder(tmp_path / "many", out, tiny_checkpoint, spec)
+    assert plans[0].complete == len(stems) and tally.frames_out == 16 - len(stems)
+    assert files_under(out) == sorted(f"{p.stem}{tail}" for p in images for tail in spec.tails())

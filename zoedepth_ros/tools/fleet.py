@@ -160,6 +160,8 @@ def folder_result(folder: FolderPlan, tally, seconds: float) -> InputResult:
     elif not tried:
         result.status = "skipped" if folder.complete else "failed"
         result.error = "" if folder.complete else "no images in it"
+    elif result.frames_out == 0 and folder.complete:
+        result.status = "skipped"  # complete already; what is left cannot be used (skipped again, counted)
     elif result.frames_out == 0:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(tally.skipped.items()))
         result.status, result.error = "failed", f"none of the {tried} image(s) could be used ({reasons})"
@@ -215,17 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         check_settings_args(parser, args)
-        intrinsics = checked_intrinsics(args, PROG)
     except SystemExit as exc:
-        if isinstance(exc, ToolExit):
-            return exc.status
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     t0 = time.monotonic()
     try:
         pairs = plan(expand_inputs(args.inputs), args.output_dir)
         bags = [(i, o) for i, o in pairs if is_bag(i)]
-        options = ImageJobOptions(output_spec(args), args.recursive, args.batch, intrinsics)
-        folders = [plan_folder(i, o, options, args.force) for i, o in pairs if not is_bag(i)]
+        folders: list[FolderPlan] = []
+        if len(bags) < len(pairs):  # --ply / --preview are the bags' --points / --colormap: intrinsics only here
+            try:
+                intrinsics = checked_intrinsics(args, PROG)
+            except ToolExit as exc:
+                return exc.status
+            options = ImageJobOptions(output_spec(args), args.recursive, args.batch, intrinsics)
+            folders = [plan_folder(i, o, options, args.force) for i, o in pairs if not is_bag(i)]
         args.output_dir.mkdir(parents=True, exist_ok=True)
         ray = connect(args.address, args.local_cpus, images=bool(folders))
     except (FleetError, OSError) as e:
