@@ -10,7 +10,7 @@ PACKAGE = "zoedepth_ros"
 # pin, so that pip keeps a Jetson's torch. The installer pins the exact build (scripts/setup.sh, README).
 TORCH = "torch>=2.3"
 ONNX = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"]
-FLEET = ["ray>=2.9"]  # zoedepth-ros-fleet: the offline tools on a Ray cluster
+FLEET = ["ray[data]>=2.9"]  # zoedepth-ros-fleet: the offline tools on a Ray cluster (Ray Data: image folders)
 
 
 def requirements() -> list[str]:

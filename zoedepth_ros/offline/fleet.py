@@ -137,11 +137,20 @@ def remove_partials(output: Path) -> list[Path]:
     return leftovers
 
 
+def use_threads(cpus: float) -> None:
+    """Compute threads for a worker given ``cpus``: its share of the machine, whatever Ray reserved for it (Ray's
+    default is the floor of the reservation, and the image path reserves less to leave room for decoding)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+
+
 class DepthWorker:
     """A Ray actor's body: one engine, opened once, serving bag after bag (plain class; ``ray.remote`` wraps it)."""
 
-    def __init__(self, options: EngineOptions, name: str) -> None:
+    def __init__(self, options: EngineOptions, name: str, cpus: float = 1.0) -> None:
         self.name = name
+        use_threads(cpus)
         self.engine = options.open(info=lambda line: None, warn=lambda line: print(f"{name}: {line}", flush=True))
 
     def pid(self) -> int:
@@ -225,7 +234,9 @@ def run_fleet(
     resources = {"num_cpus": config.cpus_per_worker, "num_gpus": config.gpus_per_worker}
     names = [WORKER_NAME.format(i) for i in range(count)]
     actors = [
-        actor_class.options(name=n, max_restarts=-1, max_task_retries=0, **resources).remote(engine_options, n)
+        actor_class.options(name=n, max_restarts=-1, max_task_retries=0, **resources).remote(
+            engine_options, n, config.cpus_per_worker
+        )
         for n in names
     ]
     if on_start is not None:

@@ -25,6 +25,7 @@ from ..engine.intrinsics import CameraInfoError, Intrinsics
 from ..engine.pipeline import FrameError, FrameInput, Settings, batch_key
 from .common import EngineOptions
 from .depth_files import Calibration, DepthFileError
+from .fleet import use_threads
 from .image_files import InputError, decode_image, is_video, list_folder
 from .image_outputs import FixedIntrinsics, OutputSpec, looks_like_output, nominal_intrinsics
 
@@ -128,7 +129,10 @@ def _raw(batch: dict[str, np.ndarray], i: int) -> np.ndarray:
 class DepthActor:
     """Actor-pool stage: one engine per actor, opened once; rows of one image size share a forward."""
 
-    def __init__(self, engine_options: EngineOptions, settings: Settings, options: ImageJobOptions) -> None:
+    def __init__(
+        self, engine_options: EngineOptions, settings: Settings, options: ImageJobOptions, cpus: float = 1.0
+    ) -> None:
+        use_threads(cpus)
         self.engine = engine_options.open(info=lambda line: None, warn=lambda line: print(line, flush=True))
         self.settings, self.options = settings, options
 
@@ -252,6 +256,22 @@ def remove_incomplete(plans: Sequence[FolderPlan], spec: OutputSpec) -> int:
     return removed
 
 
+def reservations(cluster_cpus: float, workers: int, cpus_per_worker: float) -> tuple[float, dict[str, float]]:
+    """(CPUs Ray reserves per depth actor, the decode and write stages' remote args).
+
+    Decoding and writing are light tasks of half a CPU. Actors that would take every CPU of the cluster (one CPU
+    worker holding the machine) reserve one CPU less between them, or the light stages could never be scheduled;
+    their threads still follow ``cpus_per_worker`` (``use_threads``). The light stages' reservation differs from
+    the actors', so Ray Data does not fuse decoding into the actors: it stays on CPU workers, in parallel with the
+    forwards.
+    """
+    actor_cpus = cpus_per_worker
+    if workers * cpus_per_worker > cluster_cpus - 1:
+        actor_cpus = max(0.1, (cluster_cpus - 1) / workers)
+    light = 0.5 if actor_cpus != 0.5 else 0.25
+    return round(actor_cpus, 3), {"num_cpus": light}
+
+
 def run_images(
     plans: Sequence[FolderPlan],
     engine_options: EngineOptions,
@@ -285,16 +305,19 @@ def run_images(
     ctx.enable_progress_bars = False  # ours is the one progress bar
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset start/finish lines
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // options.batch, 200)))
-    # decoding and writing are light tasks (half a CPU each); their resources differ from the actors', so Ray Data
-    # does not fuse decoding into the actors: it stays on CPU workers, in parallel with the forwards
-    light = {"num_cpus": 0.5} if (cpus_per_worker, gpus_per_worker) != (0.5, 0.0) else {"num_cpus": 0.25}
+    actor_cpus, light = reservations(float(ray.cluster_resources().get("CPU", 1)), workers, cpus_per_worker)
     ds = ds.map_batches(decode_rows, fn_kwargs={"options": options}, batch_size=options.batch, **light)
     ds = ds.map_batches(
         DepthActor,
-        fn_constructor_kwargs={"engine_options": engine_options, "settings": settings, "options": options},
+        fn_constructor_kwargs={
+            "engine_options": engine_options,
+            "settings": settings,
+            "options": options,
+            "cpus": cpus_per_worker,
+        },
         batch_size=options.batch,
         compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=cpus_per_worker,
+        num_cpus=actor_cpus,
         num_gpus=gpus_per_worker,
     )
     ds = ds.map_batches(write_rows, fn_kwargs={"options": options}, batch_size=options.batch, **light)

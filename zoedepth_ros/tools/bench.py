@@ -11,7 +11,9 @@ Sections (``--sections``, all by default):
   cameras   1..N cameras at --e2e-size on one node vs one node each: depth rate, latency per camera, memory;
   backends  torch rungs vs onnxruntime (CPU provider here; CUDA and TensorRT on a GPU) at --backends-size, as
             speed ratios to fp32 eager with each one's max depth difference, plus the ONNX export and the memory
-            of a default-options onnxruntime session (needs onnx, onnxscript, onnxruntime).
+            of a default-options onnxruntime session (needs onnx, onnxscript, onnxruntime);
+  fleet     zoedepth-ros-fleet (1 and 2 workers) vs zoedepth-ros-bag on each bag in turn, every process timed from
+            start to exit, and a folder of the same frames through zoedepth-ros-predict vs the fleet (needs Ray).
 Prints a table per section and the targets, and writes everything to ``--json``.
 
 Weights: ``--checkpoint`` (an official name in the weights cache, a .pt or a transformers folder) or ``--random``
@@ -73,7 +75,7 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-SECTIONS = ("model", "paths", "e2e", "host", "bag", "cameras", "backends")
+SECTIONS = ("model", "paths", "e2e", "host", "bag", "cameras", "backends", "fleet")
 RANDOM_CHOICES = ("nk", "n", "k", "tiny-nk", "tiny-n", "tiny-k")
 
 
@@ -129,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras-rate", type=float, default=10.0, help="cameras section: Hz per camera")
     p.add_argument("--cameras-duration", type=float, default=10.0, help="cameras section: measured seconds per run")
     p.add_argument("--backends-size", type=_size, default=(480, 640), help="backends section: camera size")
+    p.add_argument("--fleet-bags", type=int, default=4, help="fleet section: bags (and workers' inputs)")
+    p.add_argument("--fleet-frames", type=int, default=8, help="fleet section: frames per bag")
+    p.add_argument("--fleet-size", type=_size, default=(480, 640), help="fleet section: camera size")
     p.add_argument("--json", type=Path, help="write the full report here")
     return p
 
@@ -379,6 +384,24 @@ def render(report: dict[str, Any]) -> str:
                 )
         else:
             parts.append(f"(g) backends: {backends.get('error')}")
+    fleet = report.get("fleet")
+    if fleet:
+        if "rows" in fleet:
+            base = fleet["rows"][0]["seconds"]
+            rows = [
+                [r["command"], r["frames_out"], r["seconds"], r["frames_per_second"], r["seconds"] / base]
+                for r in fleet["rows"]
+            ]
+            parts.append(
+                _table(
+                    f"(h) fleet: {fleet['bags']} bags x {fleet['frames_per_bag']} frames at "
+                    f"{fleet['width']}x{fleet['height']}, batch {fleet['batch']}, each process timed start to exit",
+                    ["command", "frames", "seconds", "frames/s", "x bag tool time"],
+                    rows,
+                )
+            )
+        else:
+            parts.append(f"(h) fleet: {fleet.get('skipped') or fleet.get('error')}")
     targets = report.get("targets", [])
     if targets:
         rows = [
@@ -471,6 +494,16 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
             )
         except Exception as e:  # the other sections still count
             report["backends"] = {"error": f"{type(e).__name__}: {e}"}
+    if "fleet" in args.sections:
+        log("(h) fleet: zoedepth-ros-fleet vs zoedepth-ros-bag")
+        from ..benchmarks.fleet import measure_fleet
+
+        try:
+            report["fleet"] = measure_fleet(
+                model, device, args.fleet_size, bags=args.fleet_bags, frames=args.fleet_frames, log=log
+            )
+        except Exception as e:  # the other sections still count
+            report["fleet"] = {"error": f"{type(e).__name__}: {e}"}
     report["targets"] = targets.check(report)
     if report.get("cameras", {}).get("target", {}).get("target"):
         report["targets"].append({"note": "RSS (and device) memory ratio", **report["cameras"]["target"]})
