@@ -391,3 +391,26 @@ def test_an_interrupted_folder_leaves_whole_images_and_a_rerun_finishes_it(ray_l
     plans, [tally] = run_folder(tmp_path / "many", out, tiny_checkpoint, spec)
     assert plans[0].complete == len(stems) and tally.frames_out == 16 - len(stems)
     assert files_under(out) == sorted(f"{p.stem}{tail}" for p in images for tail in spec.tails())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_bench_fleet_section_times_every_command_on_the_same_frames(tmp_path):
+    pytest.importorskip("ray.data", reason="the fleet section needs Ray Data (the test extra installs it)")
+    from zoedepth_ros.tools import bench
+
+    report_path = tmp_path / "bench.json"
+    argv = ["--random", "tiny-nk", "--device", "cpu", "--sections", "fleet", "--fleet-size", "64x48"]
+    assert bench.main([*argv, "--fleet-bags", "2", "--fleet-frames", "2", "--json", str(report_path)]) == 0
+    fleet = json.loads(report_path.read_text())["fleet"]
+    commands = [r["command"] for r in fleet["rows"]]
+    assert commands == [
+        "zoedepth-ros-bag each bag",
+        "zoedepth-ros-fleet 1 worker",
+        "zoedepth-ros-fleet 2 workers",
+        "zoedepth-ros-predict folder",
+        "zoedepth-ros-fleet folder 1 worker",
+    ]
+    assert all(r["frames_out"] == 4 and r["seconds"] > 0 for r in fleet["rows"])  # every frame, every command
+    base, one = fleet["rows"][0]["seconds"], fleet["rows"][1]["seconds"]
+    assert fleet["fleet_overhead_share"] == pytest.approx(one / base - 1.0, abs=1e-3)
