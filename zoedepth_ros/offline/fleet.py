@@ -249,7 +249,9 @@ def run_fleet(
             while idle and queue:
                 index, worker = queue.popleft(), idle.pop(0)
                 src, out = pairs[index]
-                ref = actors[worker].process.remote(str(src), str(out), settings, bag_options, config.storage)
+                # absolute: a worker on another node (or in a `ray start` cluster) has another working directory
+                src_abs, out_abs = str(src.absolute()), str(out.absolute())
+                ref = actors[worker].process.remote(src_abs, out_abs, settings, bag_options, config.storage)
                 running[ref] = (index, worker, time.monotonic())
             if not running and not probing:
                 break  # every worker is gone (cannot happen with max_restarts=-1, but never spin)

@@ -292,7 +292,7 @@ def run_images(
 
     tallies = [FolderTally() for _ in plans]
     rows = [
-        {"input": index, "path": str(path), "base": str(base)}
+        {"input": index, "path": str(path.absolute()), "base": str(base.absolute())}  # workers' cwd differs
         for index, plan in enumerate(plans)
         for path, base in plan.todo
     ]
@@ -304,7 +304,9 @@ def run_images(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours is the one progress bar
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset start/finish lines
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // options.batch, 200)))
+    # enough blocks to keep every worker fed, few enough that a million images make blocks of ~1000 rows
+    blocks = min(len(rows), max(2 * workers, min(len(rows) // options.batch, 1000)))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, blocks))
     actor_cpus, light = reservations(float(ray.cluster_resources().get("CPU", 1)), workers, cpus_per_worker)
     ds = ds.map_batches(decode_rows, fn_kwargs={"options": options}, batch_size=options.batch, **light)
     ds = ds.map_batches(

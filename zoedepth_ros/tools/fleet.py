@@ -37,7 +37,17 @@ from ..offline.common import (
     settings_from_args,
 )
 from ..offline.depth_files import FORMATS
-from ..offline.fleet import FleetConfig, FleetError, InputResult, bag_frames, expand_inputs, is_bag, plan, run_fleet
+from ..offline.fleet import (
+    FleetConfig,
+    FleetError,
+    InputResult,
+    bag_frames,
+    expand_inputs,
+    is_bag,
+    is_complete,
+    plan,
+    run_fleet,
+)
 from ..offline.fleet_images import FolderPlan, ImageJobOptions, plan_folder, run_images
 from .bag import add_bag_options, bag_options_from_args
 from .predict import add_intrinsics_arguments, checked_intrinsics, output_spec
@@ -241,13 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or (max(1, int(gpus / gpus_per_worker)) if gpus_per_worker else 1)
     config = FleetConfig(workers, gpus_per_worker, args.cpus_per_worker, args.retries, args.force, args.storage)
     engine, settings = EngineOptions.from_args(args), settings_from_args(args)
-    estimates = {str(i): bag_frames(i, args.camera) for i, _ in bags}
+    todo = [(i, o) for i, o in bags if args.force or not is_complete(o)]
+    estimates = {str(i): bag_frames(i, args.camera) for i, _ in todo}  # the bar counts the frames of work to do
     total = sum(estimates.values()) + sum(len(f.todo) for f in folders)
     _say(f"{len(bags)} bag(s) and {len(folders)} image folder(s) on {workers} worker(s) into {args.output_dir}")
     bar = Bar(total, len(pairs), args.quiet)
 
     def bag_finished(result: InputResult) -> None:
-        bar.frames(estimates[result.input])
+        bar.frames(estimates.get(result.input, 0))
         bar.input_done()
 
     status, results = EXIT_OK, []
