@@ -168,7 +168,7 @@ def test_the_command_fails_a_corrupt_bag_alone(ray_local, bags, tiny_checkpoint,
     by_input = {Path(r["input"]).name: r for r in report["per_input"]}
     assert by_input["a"]["status"] == "done" and by_input["a"]["frames_out"] == 6
     assert by_input["broken.mcap"]["status"] == "failed" and by_input["broken.mcap"]["error"]
-    assert report["inputs"] == {"done": 1, "skipped": 0, "failed": 1, "pending": 0}
+    assert report["inputs"] == {"done": 1, "skipped": 0, "failed": 1, "interrupted": 0}
     assert (tmp_path / "out" / "a" / "metadata.yaml").is_file() and not (tmp_path / "out" / "broken").exists()
     err = capsys.readouterr().err
     assert "failed: " in err and "broken.mcap" in err
@@ -308,7 +308,7 @@ def test_bags_and_image_folders_in_one_job_equal_the_single_machine_tools(
     assert folder["skipped"] == {"unreadable": 1, "video": 1}
     assert by_input["b"]["status"] == "done" and by_input["b"]["frames_out"] == 4
     assert report["frames_out"] == 11 and report["inputs"]["done"] == 2
-    assert again["inputs"] == {"done": 0, "skipped": 2, "failed": 0, "pending": 0}  # nothing redone
+    assert again["inputs"] == {"done": 0, "skipped": 2, "failed": 0, "interrupted": 0}  # nothing redone
     assert again["per_input"][0]["skipped"]["complete_already"] == 7
 
 
@@ -414,3 +414,37 @@ def test_the_bench_fleet_section_times_every_command_on_the_same_frames(tmp_path
     assert all(r["frames_out"] == 4 and r["seconds"] > 0 for r in fleet["rows"])  # every frame, every command
     base, one = fleet["rows"][0]["seconds"], fleet["rows"][1]["seconds"]
     assert fleet["fleet_overhead_share"] == pytest.approx(one / base - 1.0, abs=1e-3)
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_exits_130_and_says_what_finished(bags, tiny_checkpoint, tmp_path):
+    """The command in its own process, SIGINT once the folder after the bag is being written."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray.data", reason="zoedepth-ros-fleet needs Ray Data (the test extra installs it)")
+    write_images(tmp_path / "many", 24)
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    argv = [sys.executable, "-m", "zoedepth_ros.tools.fleet", str(bags["a"]), str(tmp_path / "many")]
+    argv += ["--output-dir", str(out), "--checkpoint", str(tiny_checkpoint("nk")), "--device", "cpu", "--batch", "1"]
+    argv += ["--address", "local", "--local-cpus", "2", "--summary-json", str(summary), "--preview"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (out / "many").is_dir() and any((out / "many").glob("*_depth.png")):
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    report = json.loads(summary.read_text())
+    by_input = {Path(r["input"]).name: r for r in report["per_input"]}
+    assert by_input["a"]["status"] == "done" and by_input["a"]["frames_out"] == 6  # finished before the stop
+    assert by_input["many"]["status"] == "interrupted" and report["inputs"]["interrupted"] == 1
+    assert "interrupted" in err
+    names = files_under(out / "many")
+    stems = {n.split("_depth")[0] for n in names}
+    assert not [n for n in names if n.endswith(".part")] and 0 < len(stems) < 24
+    assert all(f"{stem}_depth.png" in names and f"{stem}_depth_preview.png" in names for stem in stems)
+    assert by_input["many"]["frames_out"] <= len(stems)  # what the driver saw written is there
+    assert sorted(p.name for p in out.iterdir()) == ["a", "many"]  # no partial bag

@@ -40,7 +40,7 @@ class InputResult:
 
     input: str
     output: str
-    status: str = "pending"  # done, skipped (complete already), failed
+    status: str = "pending"  # done, skipped (complete already), failed, interrupted
     error: str = ""
     frames_in: int = 0
     frames_out: int = 0

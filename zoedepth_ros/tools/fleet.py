@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ..offline.common import (
     check_settings_args,
     number,
     settings_from_args,
+    sigterm_as_interrupt,
 )
 from ..offline.depth_files import FORMATS
 from ..offline.fleet import (
@@ -118,7 +120,7 @@ def connect(address: str, local_cpus: int | None, images: bool = False):
 
 def summary_dict(results: list[InputResult], seconds: float, status: int) -> dict:
     frames = sum(r.frames_out for r in results)
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "pending")}
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "interrupted")}
     return {
         "tool": PROG,
         "exit_status": status,
@@ -180,29 +182,30 @@ def folder_result(folder: FolderPlan, tally, seconds: float) -> InputResult:
     return result
 
 
-def run_folders(folders, engine, settings, options, config, bar: Bar) -> list[InputResult]:
-    """Every folder through Ray Data on the actor pool; one InputResult per folder."""
+def run_folders(folders, engine, settings, options, config, bar: Bar, record, written: Counter) -> None:
+    """Every folder through Ray Data on the actor pool; ``record(result)`` for each folder as it is known,
+    ``written[folder input]`` counts the images written so far (what an interrupted job reports)."""
     t0 = time.monotonic()
     remaining = [len(f.todo) for f in folders]
     seconds = [0.0] * len(folders)
-    results: list[InputResult | None] = [None] * len(folders)
-    for i, folder in enumerate(folders):
+    for folder in folders:
         if not folder.todo:
-            results[i] = folder_result(folder, None, 0.0)
+            result = folder_result(folder, None, 0.0)
+            record(result)
             bar.input_done()
-            bar.say(f"{folder.folder}: " + (results[i].error or "complete already, skipped (--force redoes it)"))
+            bar.say(f"{folder.folder}: " + (result.error or "complete already, skipped (--force redoes it)"))
 
     def on_row(index: int, reason: str) -> None:
         bar.frames(1)
+        written[str(folders[index].folder)] += not reason
         remaining[index] -= 1
         if remaining[index] == 0:
             seconds[index] = time.monotonic() - t0
             bar.input_done()
 
     todo_index = [i for i, f in enumerate(folders) if f.todo]
-    todo = [folders[i] for i in todo_index]
     tallies = run_images(
-        todo,
+        [folders[i] for i in todo_index],
         engine,
         settings,
         options,
@@ -213,13 +216,12 @@ def run_folders(folders, engine, settings, options, config, bar: Bar) -> list[In
     )
     for i, tally in zip(todo_index, tallies, strict=True):
         folder = folders[i]
-        results[i] = folder_result(folder, tally, seconds[i])
-        r = results[i]
-        if r.status == "done":
-            bar.say(f"{folder.output}: {r.frames_out} image(s) in {r.seconds:.1f} s")
+        result = folder_result(folder, tally, seconds[i])
+        record(result)
+        if result.status == "done":
+            bar.say(f"{folder.output}: {result.frames_out} image(s) in {result.seconds:.1f} s")
         for message in tally.errors:
             bar.say(f"{folder.folder}: skipped: {message}")
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FleetError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    sigterm_as_interrupt()  # a scheduler's SIGTERM: the same clean stop as Ctrl-C
     gpus = float(ray.cluster_resources().get("GPU", 0)) if args.device in ("auto", "cuda") else 0.0
     gpus_per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
     workers = args.workers or (max(1, int(gpus / gpus_per_worker)) if gpus_per_worker else 1)
@@ -256,43 +259,42 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(estimates.values()) + sum(len(f.todo) for f in folders)
     _say(f"{len(bags)} bag(s) and {len(folders)} image folder(s) on {workers} worker(s) into {args.output_dir}")
     bar = Bar(total, len(pairs), args.quiet)
+    results = {str(i): InputResult(str(i), str(o)) for i, o in pairs}  # in input order; "pending" until known
+    written: Counter[str] = Counter()
+
+    def record(result: InputResult) -> None:
+        results[result.input] = result
 
     def bag_finished(result: InputResult) -> None:
+        record(result)
         bar.frames(estimates.get(result.input, 0))
         bar.input_done()
 
-    status, results = EXIT_OK, []
+    status = EXIT_OK
     try:
         if bags:
-            results += run_fleet(
-                bags,
-                engine,
-                settings,
-                bag_options_from_args(args),
-                config,
-                log=bar.say,
-                on_result=bag_finished,
-            )
+            run_fleet(bags, engine, settings, bag_options_from_args(args), config, log=bar.say, on_result=bag_finished)
         if folders:
             image_settings = replace(settings, points=False, color=False, colormap=False)  # files, not messages
-            results += run_folders(folders, engine, image_settings, options, config, bar)
-        status = EXIT_FAILURE if any(r.status == "failed" for r in results) else EXIT_OK
+            run_folders(folders, engine, image_settings, options, config, bar, record, written)
+        status = EXIT_FAILURE if any(r.status == "failed" for r in results.values()) else EXIT_OK
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
+        for r in results.values():
+            if r.status == "pending":  # bags in progress left nothing; a folder keeps the images it finished
+                r.status, r.frames_out = "interrupted", written.get(r.input, 0)
         bar.say("interrupted; what was in progress was removed, complete outputs stay (a re-run skips them)")
     finally:
         bar.progress.close()
         ray.shutdown()
-    order = {str(i): n for n, (i, _) in enumerate(pairs)}
-    results.sort(key=lambda r: order[r.input])
-    seconds = time.monotonic() - t0
-    report = summary_dict(results, seconds, status)
+    report = summary_dict(list(results.values()), time.monotonic() - t0, status)
     n = report["inputs"]
+    stopped = f", {n['interrupted']} interrupted" if n["interrupted"] else ""
     _say(
-        f"{n['done']} done, {n['skipped']} complete already, {n['failed']} failed; {report['frames_out']} frames "
-        f"in {seconds:.1f} s ({report['frames_per_second']:.2f} frames/s)"
+        f"{n['done']} done, {n['skipped']} complete already, {n['failed']} failed{stopped}; {report['frames_out']} "
+        f"frames in {report['seconds']:.1f} s ({report['frames_per_second']:.2f} frames/s)"
     )
-    for r in results:
+    for r in results.values():
         if r.status == "failed":
             _say(f"failed: {r.input}: {r.error}")
     if args.summary_json:
