@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -420,7 +421,6 @@ def test_the_bench_fleet_section_times_every_command_on_the_same_frames(tmp_path
 def test_ctrl_c_exits_130_and_says_what_finished(bags, tiny_checkpoint, tmp_path):
     """The command in its own process, SIGINT once the folder after the bag is being written."""
     import subprocess
-    import sys
 
     pytest.importorskip("ray.data", reason="zoedepth-ros-fleet needs Ray Data (the test extra installs it)")
     write_images(tmp_path / "many", 24)
@@ -448,3 +448,13 @@ def test_ctrl_c_exits_130_and_says_what_finished(bags, tiny_checkpoint, tmp_path
     assert all(f"{stem}_depth.png" in names and f"{stem}_depth_preview.png" in names for stem in stems)
     assert by_input["many"]["frames_out"] <= len(stems)  # what the driver saw written is there
     assert sorted(p.name for p in out.iterdir()) == ["a", "many"]  # no partial bag
+
+
+@pytest.mark.parametrize("missing, what", [("ray", "needs Ray ("), ("ray.data", "needs Ray Data (")])
+def test_without_ray_the_command_says_how_to_install_it(monkeypatch, bags, tmp_path, capsys, missing, what):
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
+    write_images(tmp_path / "photos", 1)
+    argv = [str(bags["a"]), str(tmp_path / "photos"), "--output-dir", str(tmp_path / "out")]
+    assert fleet_tool.main(argv) == 2
+    err = capsys.readouterr().err
+    assert what in err and "pip install 'zoedepth_ros[fleet]'" in err and "Traceback" not in err
