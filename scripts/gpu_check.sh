@@ -5,6 +5,8 @@
 # cameras) need ROS: zoedepth-ros-bench --sections e2e,cameras in a venv set up by scripts/setup.sh.
 # backends: torch rungs vs onnxruntime's TensorRT and CUDA providers (fp32, fp16) at 640x480; it needs onnx,
 # onnxscript and onnxruntime-gpu (with TensorRT's libraries for the TensorRT rows); without them those rows say why.
+# fleet: zoedepth-ros-fleet on the GPU against zoedepth-ros-bag, when Ray Data and rosbags are importable (the device
+# machine has neither unless they are preinstalled: too big to carry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-.}"
@@ -12,6 +14,7 @@ python -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_av
 python -m pytest -q -p no:cacheprovider test/test_cuda.py
 sections=model,paths,backends
 if python -c "import rosbags" 2>/dev/null; then sections=$sections,bag; fi
+if python -c "import rosbags, ray.data" 2>/dev/null; then sections=$sections,fleet; fi
 python -m zoedepth_ros.tools.bench --random nk --device cuda --sizes 640x480,1280x720,512x384 \
     --sections "${SECTIONS:-$sections}" --modes "${MODES:-eager,cuda_graph,compile}" --iters "${ITERS:-50}" \
     --json "$out/bench.json" | tee "$out/bench.txt"
