@@ -39,6 +39,15 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture
+def ctrl_c():
+    """SIGINT as Python's KeyboardInterrupt while a test needs it (and in the processes it starts, which inherit an
+    ignored SIGINT but not a handler): something earlier in the suite can leave SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bags")
@@ -200,7 +209,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.timeout(600)
-def test_an_interrupted_job_leaves_no_partial_output(ray_local, bags, tiny_checkpoint, tmp_path):
+def test_an_interrupted_job_leaves_no_partial_output(ray_local, bags, tiny_checkpoint, tmp_path, ctrl_c):
     import _thread
 
     def interrupt_during_first_bag(actors) -> None:
@@ -364,7 +373,9 @@ def test_a_depth_actor_killed_mid_folder_costs_a_retry_and_nothing_else(ray_loca
 
 
 @pytest.mark.timeout(600)
-def test_an_interrupted_folder_leaves_whole_images_and_a_rerun_finishes_it(ray_local, tiny_checkpoint, tmp_path):
+def test_an_interrupted_folder_leaves_whole_images_and_a_rerun_finishes_it(
+    ray_local, tiny_checkpoint, tmp_path, ctrl_c
+):
     import _thread
 
     images = write_images(tmp_path / "many", 16)
@@ -418,7 +429,7 @@ def test_the_bench_fleet_section_times_every_command_on_the_same_frames(tmp_path
 
 
 @pytest.mark.timeout(600)
-def test_ctrl_c_exits_130_and_says_what_finished(bags, tiny_checkpoint, tmp_path):
+def test_ctrl_c_exits_130_and_says_what_finished(bags, tiny_checkpoint, tmp_path, ctrl_c):
     """The command in its own process, SIGINT once the folder after the bag is being written."""
     import subprocess
 
