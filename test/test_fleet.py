@@ -463,6 +463,8 @@ def test_ctrl_c_exits_130_and_says_what_finished(bags, tiny_checkpoint, tmp_path
 
 @pytest.mark.parametrize("missing, what", [("ray", "needs Ray ("), ("ray.data", "needs Ray Data (")])
 def test_without_ray_the_command_says_how_to_install_it(monkeypatch, bags, tmp_path, capsys, missing, what):
+    if missing == "ray.data":
+        pytest.importorskip("ray", reason="without Ray at all the message names Ray (the other case)")
     monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
     write_images(tmp_path / "photos", 1)
     argv = [str(bags["a"]), str(tmp_path / "photos"), "--output-dir", str(tmp_path / "out")]
