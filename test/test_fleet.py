@@ -442,7 +442,8 @@ def test_ctrl_c_exits_130_and_says_what_finished(bags, tiny_checkpoint, tmp_path
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        if (out / "many").is_dir() and any((out / "many").glob("*_depth.png")):
+        # a preview is written after its depth file: that image is whole, and stays
+        if (out / "many").is_dir() and any((out / "many").glob("*_depth_preview.png")):
             proc.send_signal(signal.SIGINT)
             break
         time.sleep(0.01)
