@@ -72,7 +72,9 @@ def test_silent_server_is_a_stall_once_the_read_timeout_is_longer(cache: Path, s
     """The per-read timeout (5 s) stays; the stall limit (1 s) shortens the read so it is not overrun."""
     server.add(NK, nk, Stall(after=100_000, seconds=5.0))
     error, elapsed = timed(lambda: fetch(server, stall_timeout=1.0, timeout=5.0))
-    assert str(error).startswith(f"no data for 1 s from {server.url}/{NK}; the download stalled (")
+    # on a loaded machine the first 100 kB can still be arriving when the 1 s window opens: "only N bytes in 1 s"
+    stalled = rf"(no data for|only \d+ bytes in) 1 s from {re.escape(server.url)}/{NK}; the download stalled \("
+    assert re.match(stalled, str(error))
     assert "kept in" in str(error) and 0.9 < elapsed < 2.5
 
 

@@ -72,7 +72,9 @@ def main(args: list[str] | None = None) -> int:
         print(f"zoedepth_node: {e}", file=sys.stderr)
         code = 1
     except Exception as e:
-        if not isinstance(e, ended):
+        # a signal that lands inside an import (torch, numpy) can surface as that import's error: asked to stop,
+        # the process stops, without a traceback
+        if not isinstance(e, ended) and not stop.requested:
             raise
     except KeyboardInterrupt:  # pragma: no cover - only if a signal beat the handlers (never once installed)
         pass
